@@ -1,0 +1,1 @@
+"""gpo: asynchronous GPO prompt optimization. The public surface is re-exported here."""

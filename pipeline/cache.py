@@ -1,0 +1,186 @@
+"""The persistent response cache: paid answers are kept, so a re-run replays them for free.
+
+Keys are SHA-256 digests of the canonical request (model, messages, sampling parameters) plus a
+sample index, so each of the ``n`` samples of a temperature > 0 request is cached on its own.
+SQLite (standard library) runs in a worker thread behind a one-slot limiter: the event loop never
+blocks on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+import orjson
+
+from pipeline.errors import ConfigError
+
+T = TypeVar("T")
+U = TypeVar("U")
+_CHUNK = 500  # SQLite's default limit on bound parameters is 999
+
+
+class ResponseCache(Protocol):
+    async def get_many(self, keys: list[str]) -> dict[str, bytes]: ...
+
+    async def put_many(self, items: Mapping[str, bytes]) -> None: ...
+
+
+def cache_key(identity: Mapping[str, Any], index: int) -> str:
+    """Digest of a canonical JSON identity plus a sample index."""
+    raw = orjson.dumps({"request": identity, "sample": index}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()
+
+
+class NoCache:
+    """Caches nothing: every request goes to the endpoint."""
+
+    async def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        return {}
+
+    async def put_many(self, items: Mapping[str, bytes]) -> None:
+        return None
+
+
+class MemoryCache:
+    """An in-process cache (tests, or runs that need no persistence)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    async def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        return {k: self._data[k] for k in keys if k in self._data}
+
+    async def put_many(self, items: Mapping[str, bytes]) -> None:
+        self._data.update(items)
+
+
+class _GroupRunner(Generic[T, U]):
+    """Runs a blocking ``fn(batch)`` in a worker thread, one batch at a time.
+
+    Everything submitted while a batch runs joins the next one, so under load many callers share
+    one thread hop and one SQLite transaction (group commit), and each caller still returns only
+    once its own items are done.
+    """
+
+    def __init__(self, fn: Callable[[list[T]], U], limiter: anyio.CapacityLimiter) -> None:
+        self._fn = fn
+        self._limiter = limiter
+        self._open: _Batch[T, U] | None = None
+        self._running = False
+        self._runner_done = anyio.Event()
+
+    async def submit(self, items: Sequence[T]) -> U:
+        batch = self._open = self._open or _Batch()
+        batch.items.extend(items)
+        while not batch.done.is_set():
+            if self._running:
+                await self._runner_done.wait()
+            else:
+                await self._run_open_batch()
+        if batch.error is not None:
+            raise batch.error
+        return cast(U, batch.result)
+
+    async def _run_open_batch(self) -> None:
+        batch, self._open = cast(_Batch[T, U], self._open), None
+        self._running, self._runner_done = True, anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                batch.result = await anyio.to_thread.run_sync(
+                    self._fn, batch.items, limiter=self._limiter
+                )
+        except Exception as exc:  # delivered to every caller of the batch
+            batch.error = exc
+        finally:
+            self._running = False
+            batch.done.set()
+            self._runner_done.set()
+
+
+@dataclass(slots=True)
+class _Batch(Generic[T, U]):
+    items: list[T] = field(default_factory=list)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: U | None = None
+    error: Exception | None = None
+
+
+class SqliteCache:
+    """A cache file on disk; open it with :func:`open_sqlite_cache`.
+
+    A write returns once committed (WAL, one transaction per group of concurrent writes), so a
+    process killed after a call returned never pays for that call again.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        lock = anyio.CapacityLimiter(1)
+        self._reads: _GroupRunner[str, dict[str, bytes]] = _GroupRunner(self._get, lock)
+        self._writes: _GroupRunner[tuple[str, bytes], None] = _GroupRunner(self._put, lock)
+        self._lock = lock
+
+    async def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        found = await self._reads.submit(keys)
+        return {k: found[k] for k in keys if k in found}
+
+    async def put_many(self, items: Mapping[str, bytes]) -> None:
+        if items:
+            await self._writes.submit(list(items.items()))
+
+    async def count(self) -> int:
+        return await anyio.to_thread.run_sync(self._count, limiter=self._lock)
+
+    def _get(self, keys: list[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), _CHUNK):
+            chunk = unique[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT key, value FROM responses WHERE key IN ({marks})"
+            found.update((key, bytes(value)) for key, value in self._db.execute(sql, chunk))
+        return found
+
+    def _put(self, items: Iterable[tuple[str, bytes]]) -> None:
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)", items)
+
+    def _count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+
+@asynccontextmanager
+async def open_sqlite_cache(path: str | Path) -> AsyncIterator[SqliteCache]:
+    """Open (creating if needed) the cache file at ``path``; closed on exit."""
+    db = await anyio.to_thread.run_sync(_connect, Path(path))
+    try:
+        yield SqliteCache(db)
+    finally:
+        await anyio.to_thread.run_sync(db.close)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db: sqlite3.Connection | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value BLOB)")
+    except (sqlite3.Error, OSError) as exc:
+        if db is not None:
+            db.close()  # a file that is not a cache must not leak its connection
+        raise ConfigError(f"cannot open the response cache {path}: {exc}") from None
+    return db

@@ -1,0 +1,96 @@
+"""HTTP transports on aiohttp: the only module of gpo that imports aiohttp's client.
+
+One ``ClientSession`` per endpoint, explicit timeouts, a connector sized to the endpoint's
+concurrency limit, orjson bodies. Every aiohttp/asyncio failure is translated into the error tree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import aiohttp
+
+from pipeline.classify import error_for
+from pipeline.endpoint import EndpointConfig
+from pipeline.errors import ConnectionFailed, RequestTimeout
+from pipeline.transport import Wire
+from pipeline.values import ChatRequest, EmbeddingReply, EmbeddingRequest, TransportReply
+from pipeline.wire_openai import OpenAIWire
+
+
+class HttpTransport:
+    """A :class:`~pipeline.transport.Transport` speaking ``wire`` over one aiohttp session."""
+
+    def __init__(
+        self,
+        config: EndpointConfig,
+        wire: Wire,
+        session: aiohttp.ClientSession,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._wire = wire
+        self._session = session
+        self._wall_clock = wall_clock
+        self._headers = {
+            "Content-Type": "application/json",
+            **wire.auth_headers(config.api_key.reveal()),
+        }
+
+    def __repr__(self) -> str:
+        return f"HttpTransport(endpoint={self._config.name!r}, url={self._config.url!r})"
+
+    async def chat(self, request: ChatRequest) -> TransportReply:
+        body, headers = await self._post(self._wire.chat_path, self._wire.chat_body(request))
+        return self._wire.parse_chat(body, headers, endpoint=self._config.name)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingReply:
+        payload = self._wire.embeddings_body(request)
+        body, headers = await self._post(self._wire.embeddings_path, payload)
+        return self._wire.parse_embeddings(body, headers, endpoint=self._config.name)
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+    async def _post(self, path: str, payload: bytes) -> tuple[bytes, Mapping[str, str]]:
+        name = self._config.name
+        try:
+            async with self._session.post(
+                self._config.url + path, data=payload, headers=self._headers
+            ) as resp:
+                body = await resp.read()
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+                status = resp.status
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no answer within {self._config.timeout_s}s", endpoint=name, maybe_billed=True
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectionFailed(f"cannot connect: {exc}", endpoint=name) from None
+        except aiohttp.ClientError as exc:
+            raise ConnectionFailed(
+                f"{type(exc).__name__}: {exc}", endpoint=name, maybe_billed=True
+            ) from None
+        if status >= 300:
+            raise error_for(status, body, headers, endpoint=name, now=self._wall_clock())
+        return body, headers
+
+
+async def open_http_transport(
+    config: EndpointConfig, *, wall_clock: Callable[[], float] = time.time
+) -> HttpTransport:
+    """Create the endpoint's session (inside the running event loop) and its transport."""
+    timeout = aiohttp.ClientTimeout(total=config.timeout_s, sock_connect=config.connect_timeout_s)
+    connector = aiohttp.TCPConnector(limit=config.max_in_flight, limit_per_host=0)
+    session = aiohttp.ClientSession(timeout=timeout, connector=connector, raise_for_status=False)
+    return HttpTransport(config, _wire_for(config, wall_clock), session, wall_clock=wall_clock)
+
+
+def _wire_for(config: EndpointConfig, wall_clock: Callable[[], float]) -> Wire:
+    if config.kind == "anthropic":
+        from pipeline.wire_anthropic import AnthropicWire
+
+        return AnthropicWire(version=config.anthropic_version, wall_clock=wall_clock)
+    return OpenAIWire()

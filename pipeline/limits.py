@@ -1,0 +1,180 @@
+"""Per-endpoint admission: pause gate, requests/min, tokens/min and requests in flight.
+
+Order for each HTTP request: wait out an endpoint-wide pause (set by a 429 or by headers that say
+nothing is left) -> requests/min (aiolimiter) -> tokens/min (a token bucket with reservation and
+settlement) -> concurrency slot. The rate steps run one caller at a time behind a FIFO lock, so a
+request for many tokens is never starved by a stream of small ones (aiolimiter alone is not FIFO).
+
+Limits are quantized to ``burst_s`` windows, as providers enforce them (12,000 RPM behaves like
+200 requests per second). Unconfigured limits are learned from ``x-ratelimit-limit-*`` headers;
+configured ones are only ever tightened, never raised, by what a server says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+import structlog
+from aiolimiter import AsyncLimiter
+
+from pipeline.clock import Clock
+from pipeline.values import RateLimitInfo
+
+log = structlog.get_logger("gpo.limits")
+
+
+class TokenBucket:
+    """Capacity ``rate * burst_s`` refilling at ``rate`` per second, on an injected clock."""
+
+    def __init__(self, per_minute: float, *, clock: Clock, burst_s: float = 1.0) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
+        self._clock = clock
+        self._level = self.capacity
+        self._stamp = clock.now()
+
+    @property
+    def available(self) -> float:
+        self._refill()
+        return self._level
+
+    async def acquire(self, amount: float) -> None:
+        """Take ``amount`` (clamped to the capacity), waiting for the refill if needed."""
+        amount = min(amount, self.capacity)
+        while self.available < amount:
+            await self._clock.sleep((amount - self._level) / self.rate)
+        self._level -= amount
+
+    def refund(self, amount: float) -> None:
+        self._refill()
+        self._level = min(self.capacity, self._level + amount)
+
+    def tighten(self, remaining: float) -> None:
+        """The server says only ``remaining`` is left: never believe we have more."""
+        self._refill()
+        self._level = min(self._level, remaining)
+
+    def _refill(self) -> None:
+        now = self._clock.now()
+        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    rpm: float | None
+    tpm: float | None
+    rpm_learned: bool
+    tpm_learned: bool
+    paused_for_s: float
+
+
+class EndpointLimiter:
+    """Admission control for one endpoint; shared by every job that uses the endpoint."""
+
+    def __init__(
+        self,
+        *,
+        rpm: float | None,
+        tpm: float | None,
+        max_in_flight: int,
+        clock: Clock,
+        burst_s: float = 1.0,
+        max_pause_s: float = 120.0,
+    ) -> None:
+        self._clock = clock
+        self._burst_s = burst_s
+        self._max_pause_s = max_pause_s
+        self._fifo = anyio.Lock()
+        self._slots = anyio.Semaphore(max_in_flight)
+        self._paused_until = 0.0
+        self.pauses = 0
+        self._rpm_cfg, self._tpm_cfg = rpm, tpm
+        self._rpm: AsyncLimiter | None = None
+        self._rpm_value: float | None = None
+        self._tpm: TokenBucket | None = None
+        self._set_rpm(rpm)
+        self._set_tpm(tpm)
+
+    @asynccontextmanager
+    async def slot(self, tokens: int) -> AsyncIterator[None]:
+        """Hold admission for one HTTP request expected to use ``tokens`` tokens."""
+        async with self._fifo:
+            await self._wait_pause()
+            if self._rpm is not None:
+                await self._rpm.acquire()
+            if self._tpm is not None:
+                await self._tpm.acquire(tokens)
+        async with self._slots:
+            yield
+
+    def settle_tokens(self, reserved: int, used: int) -> None:
+        """Give back what a request reserved but did not use."""
+        if self._tpm is None:
+            return
+        taken = min(reserved, self._tpm.capacity)  # acquire() clamps to the capacity
+        if used < taken:
+            self._tpm.refund(taken - used)
+
+    def pause(self, seconds: float, *, reason: str) -> None:
+        """Hold every new request on this endpoint for ``seconds`` (capped)."""
+        seconds = min(max(0.0, seconds), self._max_pause_s)
+        until = self._clock.now() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            self.pauses += 1
+
+    def observe(self, info: RateLimitInfo) -> None:
+        """Learn and tighten limits from a response's rate-limit headers."""
+        if info.empty:
+            return
+        self._learn(info)
+        if info.remaining_requests is not None and info.remaining_requests <= 0:
+            self.pause(self._one_request_refill(info), reason="no_requests_remaining")
+        if self._tpm is not None and info.remaining_tokens is not None:
+            self._tpm.tighten(info.remaining_tokens)
+
+    def state(self) -> LimitState:
+        return LimitState(
+            rpm=self._rpm_value,
+            tpm=self._tpm.per_minute if self._tpm else None,
+            rpm_learned=self._rpm_cfg is None and self._rpm_value is not None,
+            tpm_learned=self._tpm_cfg is None and self._tpm is not None,
+            paused_for_s=max(0.0, self._paused_until - self._clock.now()),
+        )
+
+    def _learn(self, info: RateLimitInfo) -> None:
+        limit_rpm, limit_tpm = info.limit_requests, info.limit_tokens
+        if limit_rpm and (self._rpm_value is None or limit_rpm < self._rpm_value):
+            log.info("rate_limit_learned", kind="requests", per_minute=limit_rpm)
+            self._set_rpm(float(limit_rpm))
+        current_tpm = self._tpm.per_minute if self._tpm else None
+        if limit_tpm and (current_tpm is None or limit_tpm < current_tpm):
+            log.info("rate_limit_learned", kind="tokens", per_minute=limit_tpm)
+            self._set_tpm(float(limit_tpm))
+
+    def _one_request_refill(self, info: RateLimitInfo) -> float:
+        per_request = 60.0 / info.limit_requests if info.limit_requests else 1.0
+        reset = info.reset_requests_s if info.reset_requests_s is not None else per_request
+        return min(reset, per_request)
+
+    def _set_rpm(self, rpm: float | None) -> None:
+        self._rpm_value = rpm
+        if rpm is None:
+            self._rpm = None
+            return
+        capacity = max(1.0, rpm / 60.0 * self._burst_s)
+        self._rpm = AsyncLimiter(max_rate=capacity, time_period=capacity * 60.0 / rpm)
+
+    def _set_tpm(self, tpm: float | None) -> None:
+        self._tpm = (
+            None if tpm is None else TokenBucket(tpm, clock=self._clock, burst_s=self._burst_s)
+        )
+
+    async def _wait_pause(self) -> None:
+        while (left := self._paused_until - self._clock.now()) > 0:
+            await self._clock.sleep(left)
