@@ -1,0 +1,98 @@
+"""``gpo sim``: run the simulator as a server until SIGINT or SIGTERM.
+
+The first line on stdout is exactly ``listening on http://HOST:PORT/v1``, so a parent process can
+read the port it picked. ``python -m pipeline.sim.cli [options]`` runs the same thing standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+import anyio
+import structlog
+
+from pipeline.errors import ConfigError
+from pipeline.sim.faults import FaultSpec
+from pipeline.sim.server import Replier, SimConfig, load_brain, open_simulator
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+_HELP = "run the OpenAI-compatible simulator (rate limits, faults, seeded answers)"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the ``sim`` subcommand, dispatching to :func:`serve`."""
+    parser = subparsers.add_parser("sim", help=_HELP, description=_HELP)
+    _add_arguments(parser)
+    parser.set_defaults(handler=serve)
+
+
+def main_sim(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (without a subcommand) and serve; the exit code."""
+    parser = argparse.ArgumentParser(prog="gpo sim", description=_HELP)
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    return anyio.run(serve, args)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM: 0 after a clean stop, 2 for bad options or tasks."""
+    try:
+        config = _config(args)
+        brain = load_brain(config)
+    except (ValueError, OSError, ConfigError) as exc:
+        print(f"gpo sim: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        await _serve_until_signal(config, brain)
+    except OSError as exc:
+        print(f"gpo sim: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+async def _serve_until_signal(config: SimConfig, brain: Replier) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_simulator(config, brain=brain) as simulator:
+            print(f"listening on {simulator.base_url}", flush=True)
+            structlog.get_logger().info("sim_listening", base_url=simulator.base_url)
+            async for _ in signals:
+                break
+
+
+def _config(args: argparse.Namespace) -> SimConfig:
+    try:
+        faults = FaultSpec.parse(args.faults)
+    except ValueError as exc:
+        raise ValueError(f"--faults: {exc}") from None
+    return SimConfig(
+        host=args.host,
+        port=args.port,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        latency_ms=args.latency_ms,
+        seed=args.seed,
+        faults=faults,
+        task_paths=tuple(args.tasks),
+        burst_s=args.burst_s,
+    )
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    add("--port", type=int, default=0, help="port to bind; 0 picks a free one (default: 0)")
+    add("--rpm", type=float, default=None, help="requests per minute (default: unlimited)")
+    add("--tpm", type=float, default=None, help="tokens per minute (default: unlimited)")
+    add("--latency-ms", type=float, default=0.0, help="mean latency per call (default: 0)")
+    add("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+    add("--faults", default="", help="fault spec, e.g. '429=0.05,reset=0.01,quota'")
+    add("--tasks", nargs="*", default=[], metavar="PATH", help="task files for the answers")
+    add("--burst-s", type=float, default=1.0, help="bucket size in seconds of refill (default: 1)")
+
+
+if __name__ == "__main__":
+    sys.exit(main_sim())
