@@ -1,7 +1,7 @@
 """Turn an HTTP error answer into the right member of the error tree (DESIGN.md section 3).
 
 Retry: 408, 409, 429 rate limits, 5xx, 529. Fail fast: 400, 401, 403, 404, 422 and quota or
-spend-limit errors, whatever status they come with.
+spend-limit errors (recognised by code or message on any 4xx status, 429 included).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pipeline.budget import Budget, Reservation
 from pipeline.cache import MemoryCache, ResponseCache, cache_key
 from pipeline.clock import Clock, SystemClock
 from pipeline.endpoint import EndpointConfig
-from pipeline.errors import ConfigError, LLMError, RetriesExhausted
+from pipeline.errors import ConfigError, LLMError, MalformedResponse, RateLimited, RetriesExhausted
 from pipeline.http import open_http_transport
 from pipeline.limits import EndpointLimiter
 from pipeline.retry import delay_s
@@ -40,6 +40,7 @@ from pipeline.values import (
 )
 
 log = structlog.get_logger("gpo.gateway")
+EMBED_BATCH = 256  # inputs per embeddings request
 
 
 class _Reply(Protocol):
@@ -151,9 +152,9 @@ class Gateway:
         found = await self._cache.get_many(list(dict.fromkeys(keys)))
         missing = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in found))
         tally = _Tally()
-        if missing:
-            found |= await self._embed_missing(ep, model, missing, job, tally)
-        else:
+        for i in range(0, len(missing), EMBED_BATCH):
+            found |= await self._embed_missing(ep, model, missing[i : i + EMBED_BATCH], job, tally)
+        if not missing:
             ep.stats.cache_hits += 1
         vectors = tuple(tuple(orjson.loads(found[k])) for k in keys)
         return Embeddings(
@@ -221,6 +222,8 @@ class Gateway:
             typical_input_tokens(sub.messages) + output_max,
         )
         reply = await self._send(ep, job, cost, tally, lambda: ep.transport.chat(sub))
+        if not reply.choices:
+            raise MalformedResponse("the endpoint returned no choices", endpoint=ep.name)
         return dict(zip(missing, reply.choices[:want], strict=False))
 
     async def _send(
@@ -245,10 +248,11 @@ class Gateway:
                     ep.stats.failures += 1
                     raise
                 last = exc
+                wait = delay_s(policy, exc, attempt, self._rng)
+                if isinstance(exc, RateLimited):
+                    ep.limiter.pause(wait, reason="429")
                 if attempt < policy.max_attempts:  # no wait, and no retry counted, after the last
-                    await self._before_retry(ep, exc, attempt)
-                elif exc.retry_after is not None and getattr(exc, "reason", "") == "rate_limited":
-                    ep.limiter.pause(min(exc.retry_after, policy.retry_after_cap_s), reason="429")
+                    await self._before_retry(ep, exc, attempt, wait)
         ep.stats.failures += 1
         raise RetriesExhausted(
             f"gave up after {policy.max_attempts} attempts: {last}", endpoint=ep.name
@@ -268,7 +272,7 @@ class Gateway:
                 sent = True
                 reply = await self._timed(ep, tally, call)
         except LLMError as exc:
-            self._settle_failure(ep, reservation, exc)
+            self._settle_failure(ep, cost, reservation, exc)
             raise
         except BaseException:
             (self.budget.settle_in_full if sent else self.budget.release)(reservation)
@@ -306,17 +310,19 @@ class Gateway:
         tally.usage = tally.usage + usage
         tally.cost_usd += usd
 
-    def _settle_failure(self, ep: _Endpoint, reservation: Reservation, exc: LLMError) -> None:
+    def _settle_failure(
+        self, ep: _Endpoint, cost: _Cost, reservation: Reservation, exc: LLMError
+    ) -> None:
         if exc.maybe_billed:
             self.budget.settle_in_full(reservation)
             ep.stats.cost_usd += reservation.pusd / 10**12
         else:
             self.budget.release(reservation)
+            ep.limiter.settle_tokens(cost.limiter_tokens, 0)
 
-    async def _before_retry(self, ep: _Endpoint, exc: LLMError, attempt: int) -> None:
+    async def _before_retry(self, ep: _Endpoint, exc: LLMError, attempt: int, wait: float) -> None:
         reason = getattr(exc, "reason", "transient")
         ep.stats.retried(reason)
-        wait = delay_s(ep.config.retry, exc, attempt, self._rng)
         log.info(
             "llm_retry",
             endpoint=ep.name,
@@ -325,9 +331,7 @@ class Gateway:
             attempt=attempt,
             wait_s=round(wait, 3),
         )
-        if reason == "rate_limited":
-            ep.limiter.pause(wait + self._rng.uniform(0, 0.05 * wait), reason="429")
-        else:
+        if not isinstance(exc, RateLimited):  # a 429 already paused the whole endpoint
             await self._clock.sleep(wait)
 
     def _endpoint(self, name: str) -> _Endpoint:

@@ -74,8 +74,14 @@ class HttpTransport:
                 f"{type(exc).__name__}: {exc}", endpoint=name, maybe_billed=True
             ) from None
         if status >= 300:
+            body = _scrub(body, self._config.api_key.reveal())
             raise error_for(status, body, headers, endpoint=name, now=self._wall_clock())
         return body, headers
+
+
+def _scrub(body: bytes, secret: str) -> bytes:
+    """Mask the API key where a server echoes it back in an error body."""
+    return body.replace(secret.encode(), b"***") if secret else body
 
 
 async def open_http_transport(

@@ -43,10 +43,14 @@ class TokenBucket:
         return self._level
 
     async def acquire(self, amount: float) -> None:
-        """Take ``amount`` (clamped to the capacity), waiting for the refill if needed."""
-        amount = min(amount, self.capacity)
-        while self.available < amount:
-            await self._clock.sleep((amount - self._level) / self.rate)
+        """Take ``amount``, waiting for the refill if needed.
+
+        A request larger than the capacity waits for a full bucket and leaves it in debt, so
+        it is neither refused nor under-counted.
+        """
+        need = min(amount, self.capacity)
+        while self.available < need:
+            await self._clock.sleep((need - self._level) / self.rate)
         self._level -= amount
 
     def refund(self, amount: float) -> None:
@@ -109,16 +113,14 @@ class EndpointLimiter:
                 await self._rpm.acquire()
             if self._tpm is not None:
                 await self._tpm.acquire(tokens)
+            await self._wait_pause()  # a 429 may have paused the endpoint meanwhile
         async with self._slots:
             yield
 
     def settle_tokens(self, reserved: int, used: int) -> None:
         """Give back what a request reserved but did not use."""
-        if self._tpm is None:
-            return
-        taken = min(reserved, self._tpm.capacity)  # acquire() clamps to the capacity
-        if used < taken:
-            self._tpm.refund(taken - used)
+        if self._tpm is not None and used < reserved:
+            self._tpm.refund(reserved - used)
 
     def pause(self, seconds: float, *, reason: str) -> None:
         """Hold every new request on this endpoint for ``seconds`` (capped)."""

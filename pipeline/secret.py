@@ -27,6 +27,3 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(("Secret", self._value))
-
-    def __reduce__(self) -> tuple[object, ...]:
-        raise TypeError("Secret values are not picklable")

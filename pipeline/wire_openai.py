@@ -7,6 +7,7 @@ content.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -125,9 +126,11 @@ def parse_duration(raw: str | None) -> float | None:
         return None
     text = raw.strip()
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        return value if math.isfinite(value) and value >= 0 else None
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
@@ -161,7 +164,9 @@ def _usage(raw: object, output_key: str | None) -> Usage | None:
     if prompt is None:
         return None
     output = _int(raw.get(output_key)) if output_key else 0
-    return Usage(input_tokens=prompt, output_tokens=output or 0)
+    if output is None:  # incomplete usage: treat as unknown, the budget keeps the reservation
+        return None
+    return Usage(input_tokens=prompt, output_tokens=output)
 
 
 def _int(raw: object) -> int | None:

@@ -19,8 +19,20 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 NOW = 1_717_243_200.0  # 2024-06-01T12:00:00Z, the fake's (and the tests') wall clock
-_FIELDS = frozenset({"model", "max_tokens", "messages", "system", "temperature", "top_p",
-                     "top_k", "stop_sequences", "metadata", "stream"})
+_FIELDS = frozenset(
+    {
+        "model",
+        "max_tokens",
+        "messages",
+        "system",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "metadata",
+        "stream",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,10 +54,16 @@ class FakeAnthropic:
     received: list[dict[str, Any]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
-    def fail_next(self, status: int, type_: str, message: str = "failure",
-                  headers: dict[str, str] | None = None) -> None:
-        self.failures.append(Failure(status=status, type=type_, message=message,
-                                     headers=headers or {}))
+    def fail_next(
+        self,
+        status: int,
+        type_: str,
+        message: str = "failure",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.failures.append(
+            Failure(status=status, type=type_, message=message, headers=headers or {})
+        )
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.headers.get("x-api-key") != self.api_key:
@@ -69,22 +87,34 @@ class FakeAnthropic:
         last = body["messages"][-1]["content"]
         text = f"echo: {last}"
         payload = {
-            "id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
-            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": len(orjson.dumps(body["messages"])) // 4,
-                      "output_tokens": len(text) // 4, "cache_read_input_tokens": 0},
+            "usage": {
+                "input_tokens": len(orjson.dumps(body["messages"])) // 4,
+                "output_tokens": len(text) // 4,
+                "cache_read_input_tokens": 0,
+            },
         }
-        return web.Response(body=orjson.dumps(payload), content_type="application/json",
-                            headers=self.limit_headers())
+        return web.Response(
+            body=orjson.dumps(payload),
+            content_type="application/json",
+            headers=self.limit_headers(),
+        )
 
     def limit_headers(self) -> dict[str, str]:
         p = "anthropic-ratelimit-"
         return {
             "request-id": "req_fake",
-            f"{p}requests-limit": "50", f"{p}requests-remaining": "49",
+            f"{p}requests-limit": "50",
+            f"{p}requests-remaining": "49",
             f"{p}requests-reset": rfc3339(self.now + 1.2),
-            f"{p}tokens-limit": "40000", f"{p}tokens-remaining": "39500",
+            f"{p}tokens-limit": "40000",
+            f"{p}tokens-remaining": "39500",
             f"{p}tokens-reset": rfc3339(self.now + 0.75),
         }
 
@@ -143,12 +173,17 @@ def _sampling(body: dict[str, Any]) -> str | None:
     return None
 
 
-def error(status: int, type_: str, message: str,
-          headers: dict[str, str] | None = None) -> web.Response:
-    payload = {"type": "error", "error": {"type": type_, "message": message},
-               "request_id": "req_fake"}
-    return web.Response(status=status, body=orjson.dumps(payload),
-                        content_type="application/json", headers=headers)
+def error(
+    status: int, type_: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    payload = {
+        "type": "error",
+        "error": {"type": type_, "message": message},
+        "request_id": "req_fake",
+    }
+    return web.Response(
+        status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
+    )
 
 
 def rfc3339(epoch: float) -> str:

@@ -17,13 +17,19 @@ KEY = "sk-ant-test"
 
 
 def config(url: str, key: str = KEY) -> EndpointConfig:
-    return EndpointConfig(name="claude", kind="anthropic", base_url=url,
-                          model="claude-3-5-haiku-latest", api_key=Secret(key))
+    return EndpointConfig(
+        name="claude",
+        kind="anthropic",
+        base_url=url,
+        model="claude-3-5-haiku-latest",
+        api_key=Secret(key),
+    )
 
 
 def request(prompt: str = "Hi", **kwargs: object) -> ChatRequest:
-    return ChatRequest.of(prompt, system="Be brief.", model="claude-3-5-haiku-latest",
-                          max_tokens=32, **kwargs)
+    return ChatRequest.of(
+        prompt, system="Be brief.", model="claude-3-5-haiku-latest", max_tokens=32, **kwargs
+    )
 
 
 @pytest.fixture
@@ -41,8 +47,14 @@ async def transport(fake: FakeAnthropic) -> AsyncIterator[HttpTransport]:
         await opened.aclose()
 
 
-async def failing(transport: HttpTransport, fake: FakeAnthropic, status: int, kind: str,
-                  message: str = "failure", **headers: str) -> e.LLMError:
+async def failing(
+    transport: HttpTransport,
+    fake: FakeAnthropic,
+    status: int,
+    kind: str,
+    message: str = "failure",
+    **headers: str,
+) -> e.LLMError:
     fake.fail_next(status, kind, message, {k.replace("_", "-"): v for k, v in headers.items()})
     with pytest.raises(e.LLMError) as info:
         await transport.chat(request())
@@ -93,7 +105,10 @@ async def test_wrong_key_is_authentication_failed(fake: FakeAnthropic) -> None:
     finally:
         await wrong.aclose()
     assert (info.value.status, info.value.code, info.value.retryable) == (
-        401, "authentication_error", False)
+        401,
+        "authentication_error",
+        False,
+    )
     assert "sk-ant-wrong" not in str(info.value)
 
 
@@ -118,9 +133,14 @@ async def test_invalid_request_is_bad_request(transport: HttpTransport) -> None:
 async def test_rate_limit_is_retryable_with_retry_after(
     transport: HttpTransport, fake: FakeAnthropic
 ) -> None:
-    err = await failing(transport, fake, 429, "rate_limit_error",
-                        "Number of request tokens has exceeded your per-minute rate limit",
-                        retry_after="7")
+    err = await failing(
+        transport,
+        fake,
+        429,
+        "rate_limit_error",
+        "Number of request tokens has exceeded your per-minute rate limit",
+        retry_after="7",
+    )
     assert isinstance(err, e.RateLimited)
     assert (err.retryable, err.retry_after, err.code) == (True, 7.0, "rate_limit_error")
     assert_no_key(err)
@@ -145,8 +165,13 @@ async def test_api_error_is_a_retryable_server_error(
 async def test_low_credit_balance_is_quota_exceeded(
     transport: HttpTransport, fake: FakeAnthropic
 ) -> None:
-    err = await failing(transport, fake, 400, "invalid_request_error",
-                        "Your credit balance is too low to access the Anthropic API.")
+    err = await failing(
+        transport,
+        fake,
+        400,
+        "invalid_request_error",
+        "Your credit balance is too low to access the Anthropic API.",
+    )
     assert isinstance(err, e.QuotaExceeded)
     assert not err.retryable
 

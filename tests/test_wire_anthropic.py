@@ -34,8 +34,12 @@ def request(**kwargs: Any) -> ChatRequest:
 
 def reply(**fields: Any) -> bytes:
     data: dict[str, Any] = {
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
-        "content": [{"type": "text", "text": "Hello"}], "stop_reason": "end_turn",
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-x",
+        "content": [{"type": "text", "text": "Hello"}],
+        "stop_reason": "end_turn",
         "usage": {"input_tokens": 10, "output_tokens": 3},
     }
     data.update(fields)
@@ -74,14 +78,19 @@ def test_repr_shows_no_key() -> None:
 
 def test_body_has_model_max_tokens_messages_and_temperature() -> None:
     assert body_of(request(temperature=0.5)) == {
-        "model": "claude-3-5-haiku-latest", "max_tokens": 64,
-        "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.5,
+        "model": "claude-3-5-haiku-latest",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "temperature": 0.5,
     }
 
 
 def test_system_messages_become_the_top_level_system_string() -> None:
-    msgs = (Message(role="system", content="A"), Message(role="user", content="Q"),
-            Message(role="system", content="B"))
+    msgs = (
+        Message(role="system", content="A"),
+        Message(role="user", content="Q"),
+        Message(role="system", content="B"),
+    )
     body = body_of(ChatRequest(messages=msgs, model="m", max_tokens=5))
     assert body["system"] == "A\n\nB"
     assert body["messages"] == [{"role": "user", "content": "Q"}]
@@ -130,12 +139,19 @@ def test_only_system_messages_are_rejected() -> None:
 def test_parses_text_model_and_finish_reason() -> None:
     got = parse(reply())
     assert (got.choices[0].text, got.choices[0].finish_reason, got.model) == (
-        "Hello", "stop", "claude-x")
+        "Hello",
+        "stop",
+        "claude-x",
+    )
 
 
 def test_joins_text_blocks_and_skips_others() -> None:
-    content = [{"type": "text", "text": "a"}, {"type": "tool_use", "id": "t", "input": {}},
-               {"type": "thinking", "thinking": "hm"}, {"type": "text", "text": "b"}]
+    content = [
+        {"type": "text", "text": "a"},
+        {"type": "tool_use", "id": "t", "input": {}},
+        {"type": "thinking", "thinking": "hm"},
+        {"type": "text", "text": "b"},
+    ]
     assert parse(reply(content=content)).choices[0].text == "ab"
 
 
@@ -143,10 +159,17 @@ def test_empty_content_is_an_empty_text() -> None:
     assert parse(reply(content=[])).choices[0].text == ""
 
 
-@pytest.mark.parametrize(("stop", "expected"), [
-    ("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"),
-    ("tool_use", "tool_use"), ("refusal", "refusal"), (None, None),
-])
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_use"),
+        ("refusal", "refusal"),
+        (None, None),
+    ],
+)
 def test_stop_reason_maps_to_finish_reason(stop: str | None, expected: str | None) -> None:
     assert finish_reason(stop) == expected
 
@@ -156,8 +179,12 @@ def test_usage_is_input_and_output_tokens() -> None:
 
 
 def test_cache_tokens_count_as_input() -> None:
-    usage = {"input_tokens": 10, "output_tokens": 3, "cache_creation_input_tokens": 100,
-             "cache_read_input_tokens": 1000}
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 3,
+        "cache_creation_input_tokens": 100,
+        "cache_read_input_tokens": 1000,
+    }
     assert parse(reply(usage=usage)).usage == Usage(input_tokens=1110, output_tokens=3)
 
 
@@ -170,11 +197,17 @@ def test_missing_usage_is_none() -> None:
     assert parse(reply(usage=None)).usage is None
 
 
-@pytest.mark.parametrize("body", [
-    b"{not json", b"[1, 2]", orjson.dumps({"type": "message"}),
-    orjson.dumps({"content": "text"}), orjson.dumps({"content": [{"type": "text"}]}),
-    orjson.dumps({"content": ["text"]}),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[1, 2]",
+        orjson.dumps({"type": "message"}),
+        orjson.dumps({"content": "text"}),
+        orjson.dumps({"content": [{"type": "text"}]}),
+        orjson.dumps({"content": ["text"]}),
+    ],
+)
 def test_unusable_bodies_are_malformed_and_maybe_billed(body: bytes) -> None:
     with pytest.raises(e.MalformedResponse) as info:
         parse(body)
@@ -187,14 +220,20 @@ def test_unusable_bodies_are_malformed_and_maybe_billed(body: bytes) -> None:
 
 def test_request_and_token_limits_are_parsed() -> None:
     headers = {
-        f"{P}requests-limit": "50", f"{P}requests-remaining": "49",
+        f"{P}requests-limit": "50",
+        f"{P}requests-remaining": "49",
         f"{P}requests-reset": "2024-06-01T12:00:01Z",
-        f"{P}tokens-limit": "40000", f"{P}tokens-remaining": "39000",
+        f"{P}tokens-limit": "40000",
+        f"{P}tokens-remaining": "39000",
         f"{P}tokens-reset": "2024-06-01T12:00:30.500Z",
     }
     assert parse_limits(headers, now=NOW) == RateLimitInfo(
-        limit_requests=50, remaining_requests=49, reset_requests_s=1.0,
-        limit_tokens=40000, remaining_tokens=39000, reset_tokens_s=30.5,
+        limit_requests=50,
+        remaining_requests=49,
+        reset_requests_s=1.0,
+        limit_tokens=40000,
+        remaining_tokens=39000,
+        reset_tokens_s=30.5,
     )
 
 
@@ -205,9 +244,11 @@ def test_parse_chat_reads_limits_with_the_injected_clock() -> None:
 
 def test_without_tokens_headers_the_tighter_of_input_and_output_counts() -> None:
     headers = {
-        f"{P}input-tokens-limit": "400000", f"{P}input-tokens-remaining": "100000",
+        f"{P}input-tokens-limit": "400000",
+        f"{P}input-tokens-remaining": "100000",
         f"{P}input-tokens-reset": "2024-06-01T12:00:10Z",
-        f"{P}output-tokens-limit": "80000", f"{P}output-tokens-remaining": "79000",
+        f"{P}output-tokens-limit": "80000",
+        f"{P}output-tokens-remaining": "79000",
         f"{P}output-tokens-reset": "2024-06-01T12:00:02Z",
     }
     got = parse_limits(headers, now=NOW)
@@ -235,10 +276,17 @@ def test_unreadable_values_are_none() -> None:
     assert (got.limit_requests, got.reset_requests_s) == (None, None)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("2024-06-01T12:00:05Z", 5.0), ("2024-06-01T14:00:05+02:00", 5.0),
-    ("2024-06-01T11:59:00Z", 0.0), ("2024-06-01T12:00:05", None), ("", None), (None, None),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2024-06-01T12:00:05Z", 5.0),
+        ("2024-06-01T14:00:05+02:00", 5.0),
+        ("2024-06-01T11:59:00Z", 0.0),
+        ("2024-06-01T12:00:05", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_reset_seconds(raw: str | None, expected: float | None) -> None:
     assert reset_seconds(raw, now=NOW) == expected
 
@@ -259,35 +307,43 @@ def test_parse_embeddings_is_not_found() -> None:
 # --- error classification of Anthropic's documented errors ----------------------------------
 
 
-def anthropic_error(status: int, kind: str, message: str = "boom",
-                    headers: dict[str, str] | None = None) -> e.LLMError:
-    body = orjson.dumps({"type": "error", "error": {"type": kind, "message": message},
-                         "request_id": "req_1"})
+def anthropic_error(
+    status: int, kind: str, message: str = "boom", headers: dict[str, str] | None = None
+) -> e.LLMError:
+    body = orjson.dumps(
+        {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_1"}
+    )
     return error_for(status, body, headers or {}, endpoint="claude", now=NOW)
 
 
-@pytest.mark.parametrize(("status", "kind", "expected"), [
-    (400, "invalid_request_error", e.BadRequest),
-    (401, "authentication_error", e.AuthenticationFailed),
-    (402, "billing_error", e.QuotaExceeded),
-    (403, "permission_error", e.PermissionDenied),
-    (404, "not_found_error", e.NotFound),
-    (413, "request_too_large", e.BadRequest),
-    (429, "rate_limit_error", e.RateLimited),
-    (500, "api_error", e.ServerError),
-    (529, "overloaded_error", e.Overloaded),
-])
+@pytest.mark.parametrize(
+    ("status", "kind", "expected"),
+    [
+        (400, "invalid_request_error", e.BadRequest),
+        (401, "authentication_error", e.AuthenticationFailed),
+        (402, "billing_error", e.QuotaExceeded),
+        (403, "permission_error", e.PermissionDenied),
+        (404, "not_found_error", e.NotFound),
+        (413, "request_too_large", e.BadRequest),
+        (429, "rate_limit_error", e.RateLimited),
+        (500, "api_error", e.ServerError),
+        (529, "overloaded_error", e.Overloaded),
+    ],
+)
 def test_documented_errors_classify(status: int, kind: str, expected: type[e.LLMError]) -> None:
     err = anthropic_error(status, kind)
     assert type(err) is expected
     assert (err.status, err.code, str(err)) == (status, kind, f"[claude] HTTP {status}: boom")
 
 
-@pytest.mark.parametrize("message", [
-    "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing.",
-    "You have reached your specified API usage limits. You will regain access on 2025-07-01.",
-    "You have reached your specified workspace API usage limits.",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing.",
+        "You have reached your specified API usage limits. You will regain access on 2025-07-01.",
+        "You have reached your specified workspace API usage limits.",
+    ],
+)
 def test_spend_limit_messages_are_quota_exceeded(message: str) -> None:
     err = anthropic_error(400, "invalid_request_error", message)
     assert isinstance(err, e.QuotaExceeded)

@@ -1,0 +1,201 @@
+"""``just bench``: measured ratios against their targets, printed as a table.
+
+The simulator runs as a separate process (as a remote API would), so the gateway and the server
+do not share one core. Every figure is a ratio measured within one run: the machines are shared
+and noisy, so compare ratios, not absolute times.
+
+  B1  saturation: 2,000 requests, simulator at 12,000 RPM and ~50 ms latency, gateway configured
+      with that limit. Figure: ideal time (2,000 / limit) over wall time.
+  B1b learned limits: the same with no limit configured in the gateway.
+  B2  overhead: simulator with no latency or limits; requests/s through the gateway (cache off,
+      then an on-disk cache that only misses) over requests/s of a bare aiohttp loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import anyio
+import anyio.abc
+import orjson
+
+from pipeline import logs
+from pipeline.cache import NoCache, ResponseCache, open_sqlite_cache
+from pipeline.endpoint import EndpointConfig
+from pipeline.gateway import open_gateway
+from pipeline.values import ChatRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    name: str
+    figure: float
+    target: str
+    passed: bool
+    detail: str
+
+
+@asynccontextmanager
+async def simulator(*args: str) -> AsyncIterator[str]:
+    """Start ``gpo sim`` as a subprocess; yield its base URL; stop it on exit."""
+    cmd = [sys.executable, "-m", "pipeline.sim.cli", "--port", "0", *args]
+    async with await anyio.open_process(cmd) as proc:
+        assert proc.stdout is not None
+        line = b""
+        while not line.endswith(b"\n"):
+            line += await proc.stdout.receive(1)
+        url = line.decode().strip().removeprefix("listening on ")
+        try:
+            yield url
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+
+def _request(i: int) -> ChatRequest:
+    return ChatRequest.of(
+        f"Benchmark question {i}: what is {i} + {i}?", temperature=0.0, max_tokens=32, seed=i
+    )
+
+
+async def _fan_out(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> float:
+    """Run ``one(i)`` for i < count with at most ``concurrency`` at once; wall seconds."""
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def guarded(i: int) -> None:
+        async with limiter:
+            await one(i)
+
+    started = anyio.current_time()
+    async with anyio.create_task_group() as tg:
+        for i in range(count):
+            tg.start_soon(guarded, i)
+    return anyio.current_time() - started
+
+
+async def _through_gateway(
+    url: str, count: int, concurrency: int, *, rpm: float | None, cache: ResponseCache
+) -> tuple[float, int]:
+    endpoint = EndpointConfig(
+        name="sim", model="sim-1", base_url=url, rpm=rpm, max_in_flight=concurrency
+    )
+    async with open_gateway([endpoint], cache=cache, rng=random.Random(0)) as gateway:
+
+        async def one(i: int) -> None:
+            await gateway.chat("sim", _request(i))
+
+        wall = await _fan_out(count, concurrency, one)
+        return wall, gateway.statistics()["sim"].failures
+
+
+async def _bare(url: str, count: int, concurrency: int) -> float:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(i: int) -> None:
+            r = _request(i)
+            body = {
+                "model": "sim-1",
+                "temperature": 0.0,
+                "max_tokens": 32,
+                "seed": i,
+                "messages": [{"role": "user", "content": r.messages[0].content}],
+            }
+            async with session.post(
+                f"{url}/chat/completions",
+                data=orjson.dumps(body),
+                headers={"Content-Type": "application/json"},
+            ) as resp:
+                orjson.loads(await resp.read())
+
+        return await _fan_out(count, concurrency, one)
+
+
+async def b1(count: int, *, learned: bool) -> Row:
+    rpm = 12_000.0
+    async with simulator("--rpm", str(int(rpm)), "--latency-ms", "50") as url:
+        wall, failed = await _through_gateway(
+            url, count, 64, rpm=None if learned else rpm, cache=NoCache()
+        )
+    ideal = count / (rpm / 60.0)
+    ratio = ideal / wall
+    target = 0.85 if learned else 0.95
+    name = "B1b learned limits" if learned else "B1 saturation"
+    return Row(
+        name,
+        ratio,
+        f">= {target} and 0 failed",
+        ratio >= target and failed == 0,
+        f"{count} requests, wall {wall:.2f} s, ideal {ideal:.2f} s, failed {failed}",
+    )
+
+
+async def b2(count: int, concurrency: int) -> list[Row]:
+    async with simulator() as url:
+        await _bare(url, 200, concurrency)  # warm-up
+        bare = count / await _bare(url, count, concurrency)
+        off_wall, _ = await _through_gateway(url, count, concurrency, rpm=None, cache=NoCache())
+        with tempfile.TemporaryDirectory() as tmp:
+            async with open_sqlite_cache(Path(tmp) / "c.sqlite") as cache:
+                on_wall, _ = await _through_gateway(url, count, concurrency, rpm=None, cache=cache)
+    rows = []
+    for label, wall in (("cache off", off_wall), ("cache on, misses", on_wall)):
+        ratio = (count / wall) / bare
+        rows.append(
+            Row(
+                f"B2 overhead, {label}",
+                ratio,
+                ">= 0.5",
+                ratio >= 0.5,
+                f"gateway {count / wall:.0f} req/s vs bare aiohttp {bare:.0f} req/s",
+            )
+        )
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    print(f"\n{'benchmark':<28} {'ratio':>7}  {'target':<20} {'ok':<4} detail")
+    print("-" * 100)
+    for r in rows:
+        print(
+            f"{r.name:<28} {r.figure:>7.3f}  {r.target:<20} {'yes' if r.passed else 'NO':<4} "
+            f"{r.detail}"
+        )
+
+
+async def main_async(args: argparse.Namespace) -> list[Row]:
+    rows: list[Row] = []
+    selected = set(args.only or ["b1", "b1b", "b2"])
+    if "b1" in selected:
+        rows.append(await b1(args.requests, learned=False))
+    if "b1b" in selected:
+        rows.append(await b1(args.requests, learned=True))
+    if "b2" in selected:
+        rows.extend(await b2(args.overhead_requests, 32))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="just bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", nargs="*", choices=["b1", "b1b", "b2"])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--overhead-requests", type=int, default=3000)
+    logs.configure(level=logging.WARNING)
+    rows = anyio.run(main_async, parser.parse_args(argv))
+    print_table(rows)
+    return 0 if all(r.passed for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

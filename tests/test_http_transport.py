@@ -1,0 +1,92 @@
+"""The aiohttp transport: failures become the error tree, and secrets stay secret."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from pipeline.endpoint import EndpointConfig
+from pipeline.errors import AuthenticationFailed, ConnectionFailed, RequestTimeout
+from pipeline.http import open_http_transport
+from pipeline.secret import Secret
+from pipeline.values import ChatRequest
+
+KEY = "sk-live-abcdef0123456789"
+
+
+async def echo_key_401(request: web.Request) -> web.Response:
+    sent = request.headers.get("Authorization", "")
+    return web.json_response(
+        {"error": {"message": f"Incorrect API key provided: {sent}", "code": "invalid_api_key"}},
+        status=401,
+    )
+
+
+async def slow(request: web.Request) -> web.Response:
+    await anyio.sleep(5)
+    return web.json_response({})
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[TestServer]:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", echo_key_401)
+    app.router.add_post("/slow/chat/completions", slow)
+    srv = TestServer(app, host="127.0.0.1")
+    await srv.start_server()
+    try:
+        yield srv
+    finally:
+        await srv.close()
+
+
+def config(base_url: str, **kw: object) -> EndpointConfig:
+    return EndpointConfig(
+        name="t",
+        model="m",
+        base_url=base_url,
+        api_key=Secret(KEY),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_key_echoed_in_an_error_body_is_masked(server: TestServer) -> None:
+    transport = await open_http_transport(config(str(server.make_url("/v1"))))
+    try:
+        with pytest.raises(AuthenticationFailed) as info:
+            await transport.chat(ChatRequest.of("hi", model="m"))
+    finally:
+        await transport.aclose()
+    assert KEY not in str(info.value)
+    assert KEY not in repr(info.value.args)
+    assert "***" in str(info.value)
+
+
+async def test_no_answer_in_time_is_a_billable_timeout(server: TestServer) -> None:
+    transport = await open_http_transport(config(str(server.make_url("/slow")), timeout_s=0.2))
+    try:
+        with pytest.raises(RequestTimeout) as info:
+            await transport.chat(ChatRequest.of("hi", model="m"))
+    finally:
+        await transport.aclose()
+    assert info.value.retryable
+    assert info.value.maybe_billed
+
+
+async def test_a_refused_connection_is_retryable_and_not_billed() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    transport = await open_http_transport(config(f"http://127.0.0.1:{port}/v1"))
+    try:
+        with pytest.raises(ConnectionFailed) as info:
+            await transport.chat(ChatRequest.of("hi", model="m"))
+    finally:
+        await transport.aclose()
+    assert info.value.retryable
+    assert not info.value.maybe_billed

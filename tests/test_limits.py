@@ -1,0 +1,274 @@
+"""TokenBucket and EndpointLimiter: pause gate, learned limits, concurrency, FIFO admission."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from pipeline.clock import SystemClock
+from pipeline.limits import EndpointLimiter, TokenBucket
+from pipeline.values import RateLimitInfo
+from tests.fakes import FakeClock, let_run
+
+
+def limiter(
+    clock: FakeClock,
+    *,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    in_flight: int = 8,
+    max_pause_s: float = 120.0,
+) -> EndpointLimiter:
+    return EndpointLimiter(
+        rpm=rpm, tpm=tpm, max_in_flight=in_flight, clock=clock, max_pause_s=max_pause_s
+    )
+
+
+# --- TokenBucket -----------------------------------------------------------------------------
+
+
+def test_bucket_starts_full_at_one_burst_of_the_rate() -> None:
+    bucket = TokenBucket(600, clock=FakeClock(), burst_s=2.0)
+    assert bucket.rate == 10.0
+    assert bucket.capacity == 20.0
+    assert bucket.available == 20.0
+
+
+def test_bucket_capacity_is_at_least_one() -> None:
+    assert TokenBucket(6, clock=FakeClock()).capacity == 1.0
+
+
+async def test_acquire_waits_exactly_for_the_missing_refill() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(600, clock=clock)  # 10/s, capacity 10
+    await bucket.acquire(10)
+    await bucket.acquire(5)
+    assert clock.sleeps == [pytest.approx(0.5)]
+    assert clock.now() == pytest.approx(0.5)
+    assert bucket.available == pytest.approx(0.0)
+
+
+async def test_refill_is_clamped_at_capacity() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(600, clock=clock)
+    await bucket.acquire(10)
+    clock.advance(3600)
+    assert bucket.available == 10.0
+
+
+async def test_acquire_of_more_than_capacity_is_admitted_and_leaves_a_debt() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(600, clock=clock)  # capacity 10
+    await bucket.acquire(30)
+    assert clock.sleeps == []
+    assert bucket.available == pytest.approx(-20.0)
+    await bucket.acquire(10)  # must wait for the debt and then a full bucket: 30 tokens at 10/s
+    assert sum(clock.sleeps) == pytest.approx(3.0)
+
+
+async def test_refund_returns_tokens_up_to_capacity() -> None:
+    bucket = TokenBucket(600, clock=FakeClock())
+    await bucket.acquire(8)
+    bucket.refund(3)
+    assert bucket.available == pytest.approx(5.0)
+    bucket.refund(100)
+    assert bucket.available == 10.0
+
+
+def test_tighten_lowers_the_level_but_never_raises_it() -> None:
+    bucket = TokenBucket(600, clock=FakeClock())
+    bucket.tighten(3)
+    assert bucket.available == 3.0
+    bucket.tighten(8)
+    assert bucket.available == 3.0
+
+
+# --- EndpointLimiter: pause gate -------------------------------------------------------------
+
+
+async def test_pause_holds_new_slots_until_the_time_has_passed() -> None:
+    clock = FakeClock(manual=True)
+    lim = limiter(clock)
+    lim.pause(2.0, reason="test")
+    entered: list[float] = []
+
+    async def request() -> None:
+        async with lim.slot(1):
+            entered.append(clock.now())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(request)
+        await let_run()
+        assert entered == []
+        clock.advance(1.5)
+        await let_run()
+        assert entered == []
+        clock.advance(0.6)
+        await let_run()
+        assert entered == [pytest.approx(2.1)]
+
+
+def test_pause_is_capped_at_max_pause() -> None:
+    lim = limiter(FakeClock(), max_pause_s=5.0)
+    lim.pause(1000.0, reason="test")
+    assert lim.state().paused_for_s == 5.0
+
+
+def test_a_shorter_pause_does_not_cut_a_longer_one() -> None:
+    lim = limiter(FakeClock())
+    lim.pause(10.0, reason="a")
+    lim.pause(1.0, reason="b")
+    assert lim.state().paused_for_s == 10.0
+
+
+# --- EndpointLimiter: learning from headers --------------------------------------------------
+
+
+def test_observe_learns_unconfigured_limits() -> None:
+    lim = limiter(FakeClock())
+    lim.observe(RateLimitInfo(limit_requests=600, limit_tokens=60_000))
+    state = lim.state()
+    assert (state.rpm, state.tpm) == (600.0, 60_000.0)
+    assert state.rpm_learned
+    assert state.tpm_learned
+
+
+def test_observe_never_raises_configured_limits() -> None:
+    lim = limiter(FakeClock(), rpm=100, tpm=10_000)
+    lim.observe(RateLimitInfo(limit_requests=600, limit_tokens=60_000))
+    state = lim.state()
+    assert (state.rpm, state.tpm) == (100.0, 10_000.0)
+    assert not state.rpm_learned
+    assert not state.tpm_learned
+
+
+def test_observe_tightens_configured_limits() -> None:
+    lim = limiter(FakeClock(), rpm=100, tpm=10_000)
+    lim.observe(RateLimitInfo(limit_requests=50, limit_tokens=5_000))
+    assert (lim.state().rpm, lim.state().tpm) == (50.0, 5_000.0)
+
+
+def test_empty_headers_change_nothing() -> None:
+    lim = limiter(FakeClock())
+    lim.observe(RateLimitInfo())
+    state = lim.state()
+    assert (state.rpm, state.tpm, state.paused_for_s) == (None, None, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("info", "pause"),
+    [
+        (RateLimitInfo(limit_requests=600, remaining_requests=0), 0.1),
+        (RateLimitInfo(limit_requests=600, remaining_requests=0, reset_requests_s=0.05), 0.05),
+        (RateLimitInfo(limit_requests=600, remaining_requests=0, reset_requests_s=30.0), 0.1),
+        (RateLimitInfo(remaining_requests=0, reset_requests_s=0.3), 0.3),
+    ],
+)
+def test_no_requests_remaining_pauses_about_one_request_refill(
+    info: RateLimitInfo, pause: float
+) -> None:
+    lim = limiter(FakeClock())
+    lim.observe(info)
+    assert lim.state().paused_for_s == pytest.approx(pause)
+
+
+def test_requests_remaining_does_not_pause() -> None:
+    lim = limiter(FakeClock())
+    lim.observe(RateLimitInfo(limit_requests=600, remaining_requests=1))
+    assert lim.state().paused_for_s == 0.0
+
+
+async def test_remaining_tokens_tighten_the_token_bucket() -> None:
+    clock = FakeClock()
+    lim = limiter(clock, tpm=6000)  # 100 tokens/s, capacity 100
+    lim.observe(RateLimitInfo(remaining_tokens=20))
+    async with lim.slot(50):
+        pass
+    assert clock.sleeps == [pytest.approx(0.3)]
+
+
+async def test_settle_refunds_only_what_was_taken_and_unused() -> None:
+    clock = FakeClock()
+    lim = limiter(clock, tpm=6000)  # 100 tokens/s, capacity 100
+    async with lim.slot(500):  # an estimate over capacity takes the whole bucket (100)
+        pass
+    lim.settle_tokens(500, 40)  # 60 of the 100 taken were not used
+    async with lim.slot(100):
+        pass
+    assert clock.sleeps == [pytest.approx(0.4)]
+
+
+async def test_settle_refunds_nothing_when_all_was_used() -> None:
+    clock = FakeClock()
+    lim = limiter(clock, tpm=6000)
+    async with lim.slot(50):
+        pass
+    lim.settle_tokens(50, 80)
+    async with lim.slot(100):
+        pass
+    assert clock.sleeps == [pytest.approx(0.5)]
+
+
+# --- EndpointLimiter: concurrency and order --------------------------------------------------
+
+
+async def test_max_in_flight_bounds_concurrency() -> None:
+    lim = limiter(FakeClock(), in_flight=2)
+    release = anyio.Event()
+    current = peak = 0
+
+    async def request() -> None:
+        nonlocal current, peak
+        async with lim.slot(1):
+            current += 1
+            peak = max(peak, current)
+            await release.wait()
+            current -= 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(6):
+            tg.start_soon(request)
+        await let_run()
+        assert current == 2
+        release.set()
+    assert peak == 2
+
+
+async def test_a_large_request_is_not_starved_by_later_small_ones() -> None:
+    clock = FakeClock(manual=True)
+    lim = limiter(clock, tpm=600)  # 10 tokens/s, capacity 10
+    async with lim.slot(10):  # drain the bucket
+        pass
+    order: list[str] = []
+
+    async def request(name: str, tokens: int) -> None:
+        async with lim.slot(tokens):
+            order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(request, "big", 10)
+        await let_run()
+        for i in range(5):
+            tg.start_soon(request, f"small{i}", 1)
+        await let_run()
+        while len(order) < 6:
+            clock.advance(0.05)
+            await let_run()
+    assert order == ["big", "small0", "small1", "small2", "small3", "small4"]
+
+
+async def test_rpm_limits_requests_on_the_real_loop_clock() -> None:
+    lim = EndpointLimiter(rpm=600, tpm=None, max_in_flight=100, clock=SystemClock())
+    start = time.monotonic()
+    for _ in range(10):
+        async with lim.slot(1):
+            pass
+    burst = time.monotonic() - start
+    for _ in range(5):
+        async with lim.slot(1):
+            pass
+    total = time.monotonic() - start
+    assert burst < 0.2  # one second's worth (10 requests) goes at once
+    assert total >= 0.4  # then 10 per second
