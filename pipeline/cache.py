@@ -33,10 +33,19 @@ class ResponseCache(Protocol):
     async def put_many(self, items: Mapping[str, bytes]) -> None: ...
 
 
+def request_digest(identity: Mapping[str, Any]) -> str:
+    """SHA-256 hex digest of a request's canonical JSON (keys sorted)."""
+    return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def sample_key(digest: str, index: int) -> str:
+    """The cache key of sample ``index`` of the request with ``digest``."""
+    return f"{digest}:{index}"
+
+
 def cache_key(identity: Mapping[str, Any], index: int) -> str:
-    """Digest of a canonical JSON identity plus a sample index."""
-    raw = orjson.dumps({"request": identity, "sample": index}, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(raw).hexdigest()
+    """The cache key of sample ``index`` of the request ``identity``."""
+    return sample_key(request_digest(identity), index)
 
 
 class NoCache:
@@ -116,29 +125,63 @@ class _Batch(Generic[T, U]):
     error: Exception | None = None
 
 
+class KeyFilter:
+    """A Bloom filter of the keys on disk: a lookup it rules out needs no trip to SQLite.
+
+    "No" is certain, "maybe" is checked against the file. 16 bits a key at the sized count,
+    6 probes: about 0.1 % false positives, degrading gracefully if the cache outgrows it.
+    """
+
+    _PROBES = 6
+
+    def __init__(self, expected_keys: int) -> None:
+        self._bits = max(1 << 23, 16 * expected_keys)
+        self._array = bytearray(self._bits // 8 + 1)
+
+    def add(self, key: str) -> None:
+        for bit in self._positions(key):
+            self._array[bit >> 3] |= 1 << (bit & 7)
+
+    def may_contain(self, key: str) -> bool:
+        return all(self._array[bit >> 3] & (1 << (bit & 7)) for bit in self._positions(key))
+
+    def _positions(self, key: str) -> list[int]:
+        digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+        h1, h2 = int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little") | 1
+        return [(h1 + i * h2) % self._bits for i in range(self._PROBES)]
+
+
 class SqliteCache:
     """A cache file on disk; open it with :func:`open_sqlite_cache`.
 
     A write returns once committed (WAL, one transaction per group of concurrent writes), so a
-    process killed after a call returned never pays for that call again.
+    process killed after a call returned never pays for that call again. Lookups of keys that
+    were never written are answered in memory by a :class:`KeyFilter`.
     """
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, keys: KeyFilter | None = None) -> None:
         self._db = connection
+        self._keys = keys
         lock = anyio.CapacityLimiter(1)
         self._reads: _GroupRunner[str, dict[str, bytes]] = _GroupRunner(self._get, lock)
         self._writes: _GroupRunner[tuple[str, bytes], None] = _GroupRunner(self._put, lock)
         self._lock = lock
 
     async def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        if self._keys is not None:
+            keys = [k for k in keys if self._keys.may_contain(k)]
         if not keys:
             return {}
         found = await self._reads.submit(keys)
         return {k: found[k] for k in keys if k in found}
 
     async def put_many(self, items: Mapping[str, bytes]) -> None:
-        if items:
-            await self._writes.submit(list(items.items()))
+        if not items:
+            return
+        await self._writes.submit(list(items.items()))
+        if self._keys is not None:
+            for key in items:
+                self._keys.add(key)
 
     async def count(self) -> int:
         return await anyio.to_thread.run_sync(self._count, limiter=self._lock)
@@ -166,9 +209,18 @@ async def open_sqlite_cache(path: str | Path) -> AsyncIterator[SqliteCache]:
     """Open (creating if needed) the cache file at ``path``; closed on exit."""
     db = await anyio.to_thread.run_sync(_connect, Path(path))
     try:
-        yield SqliteCache(db)
+        keys = await anyio.to_thread.run_sync(_load_filter, db)
+        yield SqliteCache(db, keys)
     finally:
         await anyio.to_thread.run_sync(db.close)
+
+
+def _load_filter(db: sqlite3.Connection) -> KeyFilter:
+    count = int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+    keys = KeyFilter(expected_keys=2 * count)
+    for (key,) in db.execute("SELECT key FROM responses"):
+        keys.add(key)
+    return keys
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -18,7 +18,7 @@ import orjson
 import structlog
 
 from pipeline.budget import Budget, Reservation
-from pipeline.cache import MemoryCache, ResponseCache, cache_key
+from pipeline.cache import MemoryCache, ResponseCache, cache_key, request_digest, sample_key
 from pipeline.clock import Clock, SystemClock
 from pipeline.endpoint import EndpointConfig
 from pipeline.errors import ConfigError, LLMError, MalformedResponse, RateLimited, RetriesExhausted
@@ -131,10 +131,9 @@ class Gateway:
             model=request.model or ep.config.model,
             max_tokens=request.max_tokens or ep.config.default_max_tokens,
         )
-        identity = _chat_identity(ep, req)
-        flight_key = cache_key(identity, -req.n)
+        digest = request_digest(_chat_identity(ep, req))
         completion, shared = await self._chat_flights.run(
-            flight_key, lambda: self._chat(ep, req, identity, job)
+            sample_key(digest, -req.n), lambda: self._chat(ep, req, digest, job)
         )
         if shared:
             ep.stats.cache_hits += 1
@@ -180,10 +179,10 @@ class Gateway:
         return new
 
     async def _chat(
-        self, ep: _Endpoint, req: ChatRequest, identity: dict[str, Any], job: str | None
+        self, ep: _Endpoint, req: ChatRequest, digest: str, job: str | None
     ) -> Completion:
         start = self._clock.now()
-        keys = [cache_key(identity, i) for i in range(req.n)]
+        keys = [sample_key(digest, i) for i in range(req.n)]
         found = await self._cache.get_many(keys)
         choices: list[Choice | None] = [_decode_choice(found.get(k)) for k in keys]
         tally = _Tally()

@@ -93,8 +93,8 @@ class EndpointLimiter:
         self._clock = clock
         self._burst_s = burst_s
         self._max_pause_s = max_pause_s
-        self._fifo = anyio.Lock()
-        self._slots = anyio.Semaphore(max_in_flight)
+        self._fifo = anyio.Lock(fast_acquire=True)
+        self._slots = anyio.Semaphore(max_in_flight, fast_acquire=True)
         self._paused_until = 0.0
         self.pauses = 0
         self._rpm_cfg, self._tpm_cfg = rpm, tpm

@@ -110,8 +110,10 @@ def test_cache_key_ignores_the_order_of_fields() -> None:
     assert cache_key(reordered, 3) == cache_key(IDENTITY, 3)
 
 
-def test_cache_key_is_a_stable_sha256_hex_digest() -> None:
+def test_cache_key_is_a_stable_sha256_hex_digest_and_index() -> None:
     key = cache_key({"a": 1}, 0)
-    assert len(key) == 64
+    digest, index = key.split(":")
+    assert len(digest) == 64
+    assert index == "0"
     assert key == cache_key({"a": 1}, 0)
-    int(key, 16)
+    int(digest, 16)
