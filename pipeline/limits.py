@@ -1,9 +1,12 @@
 """Per-endpoint admission: pause gate, requests/min, tokens/min and requests in flight.
 
-Order for each HTTP request: wait out an endpoint-wide pause (set by a 429 or by headers that say
-nothing is left) -> requests/min (aiolimiter) -> tokens/min (a token bucket with reservation and
-settlement) -> concurrency slot. The rate steps run one caller at a time behind a FIFO lock, so a
-request for many tokens is never starved by a stream of small ones (aiolimiter alone is not FIFO).
+Order for each HTTP request: concurrency slot -> wait out an endpoint-wide pause (set by a 429 or
+by headers that say nothing is left) -> requests/min (aiolimiter) -> tokens/min (a token bucket
+with reservation and settlement) -> send at once. The slot comes first so that a request leaves
+the moment its rate capacity is granted: capacity taken while waiting for a slot would bunch
+requests into bursts the server's own bucket refuses. The rate steps run one caller at a time
+behind a FIFO lock, so a request for many tokens is never starved by a stream of small ones
+(aiolimiter alone is not FIFO).
 
 Limits are quantized to ``burst_s`` windows, as providers enforce them (12,000 RPM behaves like
 200 requests per second). Unconfigured limits are learned from ``x-ratelimit-limit-*`` headers;
@@ -75,6 +78,7 @@ class LimitState:
     rpm_learned: bool
     tpm_learned: bool
     paused_for_s: float
+    tokens_available: float | None
 
 
 class EndpointLimiter:
@@ -100,6 +104,7 @@ class EndpointLimiter:
         self._rpm_cfg, self._tpm_cfg = rpm, tpm
         self._rpm: AsyncLimiter | None = None
         self._rpm_value: float | None = None
+        self._rpm_debt = 0.0
         self._tpm: TokenBucket | None = None
         self._set_rpm(rpm)
         self._set_tpm(tpm)
@@ -107,14 +112,14 @@ class EndpointLimiter:
     @asynccontextmanager
     async def slot(self, tokens: int) -> AsyncIterator[None]:
         """Hold admission for one HTTP request expected to use ``tokens`` tokens."""
-        async with self._fifo:
-            await self._wait_pause()
-            if self._rpm is not None:
-                await self._rpm.acquire()
-            if self._tpm is not None:
-                await self._tpm.acquire(tokens)
-            await self._wait_pause()  # a 429 may have paused the endpoint meanwhile
         async with self._slots:
+            async with self._fifo:
+                await self._wait_pause()
+                if self._rpm is not None:
+                    await self._rpm.acquire(1 + self._take_rpm_debt())
+                if self._tpm is not None:
+                    await self._tpm.acquire(tokens)
+                await self._wait_pause()  # a 429 may have paused the endpoint meanwhile
             yield
 
     def settle_tokens(self, reserved: int, used: int) -> None:
@@ -147,6 +152,7 @@ class EndpointLimiter:
             rpm_learned=self._rpm_cfg is None and self._rpm_value is not None,
             tpm_learned=self._tpm_cfg is None and self._tpm is not None,
             paused_for_s=max(0.0, self._paused_until - self._clock.now()),
+            tokens_available=self._tpm.available if self._tpm else None,
         )
 
     def _learn(self, info: RateLimitInfo) -> None:
@@ -154,10 +160,18 @@ class EndpointLimiter:
         if limit_rpm and (self._rpm_value is None or limit_rpm < self._rpm_value):
             log.info("rate_limit_learned", kind="requests", per_minute=limit_rpm)
             self._set_rpm(float(limit_rpm))
+            if self._rpm is not None and info.remaining_requests is not None:
+                # a new limiter starts full; the server's bucket is as empty as it says
+                self._rpm_debt = max(0.0, self._rpm.max_rate - info.remaining_requests)
         current_tpm = self._tpm.per_minute if self._tpm else None
         if limit_tpm and (current_tpm is None or limit_tpm < current_tpm):
             log.info("rate_limit_learned", kind="tokens", per_minute=limit_tpm)
             self._set_tpm(float(limit_tpm))
+
+    def _take_rpm_debt(self) -> float:
+        assert self._rpm is not None
+        debt, self._rpm_debt = min(self._rpm_debt, self._rpm.max_rate - 1), 0.0
+        return debt
 
     def _one_request_refill(self, info: RateLimitInfo) -> float:
         per_request = 60.0 / info.limit_requests if info.limit_requests else 1.0

@@ -272,3 +272,39 @@ async def test_rpm_limits_requests_on_the_real_loop_clock() -> None:
     total = time.monotonic() - start
     assert burst < 0.2  # one second's worth (10 requests) goes at once
     assert total >= 0.4  # then 10 per second
+
+
+async def test_a_learned_request_limit_starts_as_empty_as_the_server_says() -> None:
+    limiter = EndpointLimiter(rpm=None, tpm=None, max_in_flight=50, clock=SystemClock())
+    # 1,200 RPM = 20 a second; the server has only 2 left in its bucket
+    limiter.observe(RateLimitInfo(limit_requests=1200, remaining_requests=2))
+    started = time.monotonic()
+    for _ in range(4):
+        async with limiter.slot(1):
+            pass
+    # 2 at once, then 2 more at 20 per second: at least ~0.1 s, not instantly
+    assert time.monotonic() - started >= 0.08
+
+
+async def test_a_request_takes_no_rate_capacity_while_it_waits_for_a_slot() -> None:
+    clock = FakeClock(manual=True)
+    limiter = EndpointLimiter(rpm=None, tpm=600, max_in_flight=1, clock=clock)  # 10 tokens
+    release = anyio.Event()
+
+    async def holder() -> None:
+        async with limiter.slot(1):
+            await release.wait()
+
+    async def waiter() -> None:
+        async with limiter.slot(5):
+            pass
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(holder)
+        await let_run()
+        tg.start_soon(waiter)
+        await let_run()
+        # capacity taken now would be spent in a burst later, when the slot frees up
+        assert limiter.state().tokens_available == 9
+        release.set()
+    assert limiter.state().tokens_available == 4
