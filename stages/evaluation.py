@@ -1,0 +1,187 @@
+"""Stage 4, dev-set evaluation: fan-out of candidate x example calls, fan-in, selection.
+
+Every (prompt, example) call goes through one bounded stream into a pool of call workers that
+talk to the task model through the gateway, so memory stays flat however many jobs, candidates
+and examples there are (backpressure, not buffering). A step's new candidates are scored on the
+full dev split; duplicates of prompts the job already evaluated reuse their scores. The next
+prompt is the best-scoring *new* candidate, even below the current one (GPO always moves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from pipeline.data import Example
+from pipeline.gateway import Gateway
+from pipeline.metrics import judge
+from pipeline.values import ChatRequest, Message
+from stages.edits import normalize_prompt
+from stages.messages import (
+    Candidate,
+    CandidateRecord,
+    Candidates,
+    EvalDone,
+    EvalRequest,
+    Evaluated,
+    JobContext,
+    Outcome,
+    Split,
+    StepOutcome,
+    StepRecord,
+)
+from stages.metaprompt import ShownPrompt
+
+
+@dataclass(slots=True)
+class _FanIn:
+    """Collects the outcomes of one evaluation; ``done`` fires when every call is accounted for."""
+
+    remaining: int
+    outcomes: dict[tuple[int, int], Outcome] = field(default_factory=dict)
+    error: Exception | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    def settle(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done.set()
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One task-model call: prompt ``slot[0]`` on example ``slot[1]``."""
+
+    context: JobContext
+    prompt: str
+    example: Example
+    slot: tuple[int, int]
+    fan_in: _FanIn
+
+    async def run(self, gateway: Gateway) -> None:
+        if self.fan_in.error is None:
+            try:
+                self.fan_in.outcomes[self.slot] = await self._ask(gateway)
+            except Exception as exc:  # the evaluation fails; its other calls are skipped
+                self.fan_in.error = self.fan_in.error or exc
+        self.fan_in.settle()
+
+    async def _ask(self, gateway: Gateway) -> Outcome:
+        ctx = self.context
+        request = ChatRequest(
+            messages=task_messages(self.prompt, self.example.input, ctx.placement),
+            temperature=ctx.strategy.scorer_temperature,
+            max_tokens=ctx.scorer_max_tokens,
+            seed=ctx.seed,
+        )
+        completion = await gateway.chat(ctx.task_endpoint, request, job=ctx.id)
+        verdict = await judge(ctx.metric, completion.text, self.example.target)
+        return Outcome(
+            index=self.slot[1],
+            correct=verdict.correct,
+            output=completion.text,
+            extracted=verdict.extracted,
+        )
+
+
+def task_messages(prompt: str, question: str, placement: str) -> tuple[Message, ...]:
+    """The task model's input: the prompt after the question (GPO), before it, or as system."""
+    if not prompt.strip():
+        return (Message(role="user", content=question),)
+    if placement == "system":
+        return (Message(role="system", content=prompt), Message(role="user", content=question))
+    text = f"{prompt}\n\n{question}" if placement == "before" else f"{question}\n\n{prompt}"
+    return (Message(role="user", content=text),)
+
+
+async def serve_calls(gateway: Gateway, receive: MemoryObjectReceiveStream[Call]) -> None:
+    """One call worker: runs calls until the stream is closed."""
+    with receive:
+        async for call in receive:
+            await call.run(gateway)
+
+
+class Evaluation:
+    """Handles ``Candidates`` (a step) and ``EvalRequest`` (initial and test scoring)."""
+
+    def __init__(self, calls: MemoryObjectSendStream[Call]) -> None:
+        self._calls = calls
+
+    async def handle(self, message: Candidates | EvalRequest) -> StepOutcome | EvalDone:
+        if isinstance(message, EvalRequest):
+            results = await self.evaluate(message.context, message.prompts, message.split)
+            return EvalDone(request=message, results=results)
+        return await self._step(message)
+
+    async def evaluate(
+        self, ctx: JobContext, prompts: tuple[str, ...], split: Split
+    ) -> tuple[Evaluated, ...]:
+        examples = ctx.examples(split)
+        fan_in = _FanIn(remaining=len(prompts) * len(examples))
+        if fan_in.remaining == 0:
+            fan_in.done.set()
+        for p, prompt in enumerate(prompts):
+            for e, example in enumerate(examples):
+                await self._calls.send(Call(ctx, prompt, example, (p, e), fan_in))
+        await fan_in.done.wait()
+        if fan_in.error is not None:
+            raise fan_in.error
+        return tuple(_scored(prompt, p, len(examples), fan_in) for p, prompt in enumerate(prompts))
+
+    async def _step(self, batch: Candidates) -> StepOutcome:
+        ticket = batch.ticket
+        seen = ticket.seen
+        new = [c for c in batch.candidates if normalize_prompt(c.prompt) not in seen]
+        scored = await self.evaluate(ticket.context, tuple(c.prompt for c in new), "dev")
+        score_of = {normalize_prompt(e.prompt): e for e in scored}
+        records = tuple(_record(c, score_of, seen) for c in batch.candidates)
+        selected = _select(records, score_of, ticket.current)
+        record = StepRecord(
+            step=ticket.step,
+            word_budget=batch.meta.word_budget,
+            shown=tuple(p.text for p in batch.meta.shown),
+            reflection=batch.meta.reflection,
+            candidates=records,
+            selected=selected.prompt,
+            selected_score=selected.score,
+            parse_failures=batch.parse_failures,
+            reasks=batch.reasks,
+            rejected_over_budget=batch.rejected_over_budget,
+        )
+        return StepOutcome(ticket=ticket, record=record, selected=selected, evaluated=scored)
+
+
+def _scored(prompt: str, p: int, n: int, fan_in: _FanIn) -> Evaluated:
+    outcomes = tuple(fan_in.outcomes[(p, e)] for e in range(n))
+    score = 100.0 * sum(o.correct for o in outcomes) / n if n else 0.0
+    return Evaluated(prompt=prompt, score=score, outcomes=outcomes)
+
+
+def _record(
+    candidate: Candidate, score_of: dict[str, Evaluated], seen: Mapping[str, ShownPrompt]
+) -> CandidateRecord:
+    key = normalize_prompt(candidate.prompt)
+    is_new = key in score_of
+    score = score_of[key].score if is_new else seen[key].score
+    return CandidateRecord(
+        prompt=candidate.prompt,
+        score=score,
+        new=is_new,
+        edit_distance=candidate.edit_distance,
+        over_budget=candidate.over_budget,
+    )
+
+
+def _select(
+    records: tuple[CandidateRecord, ...], score_of: dict[str, Evaluated], current: Evaluated
+) -> Evaluated:
+    """The best new candidate; else the best reused one; else stay on the current prompt."""
+    pool = [r for r in records if r.new] or list(records)
+    if not pool:
+        return current
+    best = max(pool, key=lambda r: r.score)  # max keeps the first of equal scores
+    found = score_of.get(normalize_prompt(best.prompt))
+    return found or Evaluated(prompt=best.prompt, score=best.score, outcomes=())

@@ -1,0 +1,214 @@
+"""Immutable values that flow between the stages, each carrying its job's id.
+
+The cycle of one optimization step::
+
+    StepTicket -> [retrieval] -> Direction -> [refinement] -> MetaPrompt -> [generation]
+      -> Candidates -> [evaluation] -> StepOutcome -> (runner) -> next StepTicket
+
+Prompts scored outside a step (the initial prompt on dev, the final prompts on test) travel as
+``EvalRequest -> [evaluation] -> EvalDone``. A stage that cannot finish a job's message sends
+``JobFailed`` to the runner instead, so a failure ends that job alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, NewType
+
+from pipeline.data import Example, Splits
+from pipeline.metrics import Metric
+from stages.metaprompt import ShownPrompt
+from stages.strategy import Strategy
+
+JobId = NewType("JobId", str)
+Placement = Literal["after", "before", "system"]
+Split = Literal["dev", "test"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobContext:
+    """Everything about a job that does not change while it runs."""
+
+    id: JobId
+    index: int
+    splits: Splits
+    metric: Metric
+    strategy: Strategy
+    initial_prompt: str
+    placement: Placement
+    task_endpoint: str
+    optimizer_endpoint: str
+    embedding_endpoint: str | None
+    total_steps: int
+    seed: int
+    scorer_max_tokens: int
+    optimizer_max_tokens: int
+
+    def examples(self, split: Split) -> tuple[Example, ...]:
+        return self.splits.dev if split == "dev" else self.splits.test
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """One example's answer under one prompt."""
+
+    index: int
+    correct: bool
+    output: str
+    extracted: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evaluated:
+    """A prompt scored on a split: score in 0..100 and the per-example outcomes."""
+
+    prompt: str
+    score: float
+    outcomes: tuple[Outcome, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One trajectory entry: the prompt selected at ``step`` (0 = initial) and its dev score."""
+
+    step: int
+    prompt: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepTicket:
+    """The runner's request for the next step of a job, with a snapshot of its state."""
+
+    context: JobContext
+    step: int
+    trajectory: tuple[Entry, ...]
+    current: Evaluated
+    seen: Mapping[str, ShownPrompt] = field(default_factory=dict)
+    """Normalized text -> prompt and dev score, for every prompt the job has evaluated."""
+
+    @property
+    def job(self) -> JobId:
+        return self.context.id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Direction:
+    """The update direction: what the optimizer will be shown."""
+
+    ticket: StepTicket
+    shown: tuple[ShownPrompt, ...]
+    summary: str | None = None
+
+    @property
+    def job(self) -> JobId:
+        return self.ticket.job
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetaPrompt:
+    ticket: StepTicket
+    text: str
+    word_budget: int | None
+    shown: tuple[ShownPrompt, ...]
+    reflection: str | None = None
+
+    @property
+    def job(self) -> JobId:
+        return self.ticket.job
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    prompt: str
+    edit_distance: int
+    over_budget: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidates:
+    meta: MetaPrompt
+    candidates: tuple[Candidate, ...]
+    parse_failures: int
+    reasks: int
+    rejected_over_budget: int
+
+    @property
+    def ticket(self) -> StepTicket:
+        return self.meta.ticket
+
+    @property
+    def job(self) -> JobId:
+        return self.meta.ticket.job
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CandidateRecord:
+    prompt: str
+    score: float
+    new: bool
+    edit_distance: int
+    over_budget: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepRecord:
+    """What one optimization step did, for results and reports."""
+
+    step: int
+    word_budget: int | None
+    shown: tuple[str, ...]
+    reflection: str | None
+    candidates: tuple[CandidateRecord, ...]
+    selected: str
+    selected_score: float
+    parse_failures: int
+    reasks: int
+    rejected_over_budget: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepOutcome:
+    ticket: StepTicket
+    record: StepRecord
+    selected: Evaluated
+    evaluated: tuple[Evaluated, ...]
+    """Every newly evaluated candidate (for de-duplication in later steps)."""
+
+    @property
+    def job(self) -> JobId:
+        return self.ticket.job
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvalRequest:
+    context: JobContext
+    purpose: Literal["initial", "test"]
+    prompts: tuple[str, ...]
+    split: Split
+
+    @property
+    def job(self) -> JobId:
+        return self.context.id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvalDone:
+    request: EvalRequest
+    results: tuple[Evaluated, ...]
+
+    @property
+    def job(self) -> JobId:
+        return self.request.job
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFailed:
+    job: JobId
+    error: BaseException
+    stage: str
+
+
+RunnerInput = StepOutcome | EvalDone | JobFailed
+EvaluationInput = Candidates | EvalRequest
