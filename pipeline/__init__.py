@@ -1,11 +1,16 @@
 """gpo: asynchronous GPO prompt optimization against rate-limited, paid LLM APIs.
 
-The public surface of the engine; import from here. Importing has no side effects.
+The public surface of the engine; import from here. Importing has no side effects. The optimizer
+names (``Job``, ``open_optimizer``, ...) load lazily on first use, because the optimizer is built
+on ``stages``, which is built on this package's lower layers.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from pipeline.budget import AccountState, Budget, Caps
 from pipeline.cache import MemoryCache, NoCache, ResponseCache, SqliteCache, open_sqlite_cache
 from pipeline.clock import Clock, SystemClock
+from pipeline.data import Example, Splits, examples_from, load_examples, split_examples
 from pipeline.endpoint import EndpointConfig, RetryPolicy
 from pipeline.errors import (
     AuthenticationFailed,
@@ -30,6 +35,7 @@ from pipeline.errors import (
 )
 from pipeline.fake import FakeTransport
 from pipeline.gateway import Gateway, open_gateway
+from pipeline.metrics import Judgement, Metric, auto_metric, custom_metric, metric_by_name
 from pipeline.pricing import DEFAULT_PRICES, PRICES_AS_OF, Price
 from pipeline.secret import Secret
 from pipeline.stats import EndpointStatistics
@@ -46,6 +52,49 @@ from pipeline.values import (
     Usage,
 )
 
+_LAZY = {
+    "pipeline.jobs": (
+        "BudgetUpdate",
+        "CandidateScored",
+        "Job",
+        "JobFinished",
+        "JobResult",
+        "JobStarted",
+        "OptimizerSettings",
+        "ProgressEvent",
+        "RunResult",
+        "RunTotals",
+        "StepFinished",
+    ),
+    "pipeline.optimizer": ("OptimizerRun", "open_optimizer", "optimize"),
+}
+
+if TYPE_CHECKING:
+    from pipeline.jobs import (
+        BudgetUpdate,
+        CandidateScored,
+        Job,
+        JobFinished,
+        JobResult,
+        JobStarted,
+        OptimizerSettings,
+        ProgressEvent,
+        RunResult,
+        RunTotals,
+        StepFinished,
+    )
+    from pipeline.optimizer import OptimizerRun, open_optimizer, optimize
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    for module, names in _LAZY.items():
+        if name in names:
+            return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+
+
 __all__ = [
     "DEFAULT_PRICES",
     "PRICES_AS_OF",
@@ -54,6 +103,8 @@ __all__ = [
     "BadRequest",
     "Budget",
     "BudgetExhausted",
+    "BudgetUpdate",
+    "CandidateScored",
     "Caps",
     "ChatRequest",
     "Choice",
@@ -66,19 +117,29 @@ __all__ = [
     "Embeddings",
     "EndpointConfig",
     "EndpointStatistics",
+    "Example",
     "FakeTransport",
     "FatalError",
     "Gateway",
     "GpoError",
+    "Job",
+    "JobFinished",
+    "JobResult",
+    "JobStarted",
+    "Judgement",
     "LLMError",
     "MalformedResponse",
     "MemoryCache",
     "Message",
+    "Metric",
     "NoCache",
     "NotFound",
+    "OptimizerRun",
+    "OptimizerSettings",
     "Overloaded",
     "PermissionDenied",
     "Price",
+    "ProgressEvent",
     "QuotaExceeded",
     "RateLimitInfo",
     "RateLimited",
@@ -87,13 +148,25 @@ __all__ = [
     "RetriesExhausted",
     "RetryPolicy",
     "RetryableError",
+    "RunResult",
+    "RunTotals",
     "Secret",
     "ServerError",
+    "Splits",
     "SqliteCache",
+    "StepFinished",
     "SystemClock",
     "Transport",
     "TransportReply",
     "Usage",
+    "auto_metric",
+    "custom_metric",
+    "examples_from",
+    "load_examples",
+    "metric_by_name",
     "open_gateway",
+    "open_optimizer",
     "open_sqlite_cache",
+    "optimize",
+    "split_examples",
 ]

@@ -11,7 +11,7 @@ from pipeline.data import Example, Splits, split_examples
 from pipeline.errors import ConfigError
 from pipeline.metrics import Metric, auto_metric, metric_by_name
 from stages.messages import Entry, JobContext, JobId, Placement, StepRecord
-from stages.schedule import total_steps
+from stages.schedule import total_steps, validate_schedule
 from stages.strategy import Strategy, strategy
 
 JobStatus = Literal["finished", "failed", "budget_exhausted"]
@@ -92,6 +92,14 @@ def build_context(job: Job, index: int, settings: OptimizerSettings) -> JobConte
     )
     metric = _metric(job.metric, job.examples)
     steps = total_steps(len(splits.dev), epochs=plan.epochs, batch_size=plan.batch_size)
+    if plan.optimize:
+        validate_schedule(
+            plan.schedule,
+            steps,
+            start=plan.budget_start,
+            end=plan.budget_end,
+            warmup_steps=plan.warmup_steps,
+        )
     return JobContext(
         id=JobId(job.name),
         index=index,
