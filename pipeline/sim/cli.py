@@ -74,6 +74,7 @@ def _config(args: argparse.Namespace) -> SimConfig:
         rpm=args.rpm,
         tpm=args.tpm,
         latency_ms=args.latency_ms,
+        latency_sigma=args.latency_sigma,
         seed=args.seed,
         faults=faults,
         task_paths=tuple(args.tasks),
@@ -88,6 +89,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--rpm", type=float, default=None, help="requests per minute (default: unlimited)")
     add("--tpm", type=float, default=None, help="tokens per minute (default: unlimited)")
     add("--latency-ms", type=float, default=0.0, help="mean latency per call (default: 0)")
+    add(
+        "--latency-sigma",
+        type=float,
+        default=0.6,
+        help="lognormal shape of the latency; 0 = constant (default: 0.6)",
+    )
     add("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
     add("--faults", default="", help="fault spec, e.g. '429=0.05,reset=0.01,quota'")
     add("--tasks", nargs="*", default=[], metavar="PATH", help="task files for the answers")

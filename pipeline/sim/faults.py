@@ -220,18 +220,22 @@ def error_body(
 
 
 class Latency:
-    """Per-request delay in seconds: lognormal with mean ``mean_s`` (0 means no delay)."""
+    """Per-request delay in seconds: lognormal with mean ``mean_s`` (0 means no delay) and shape
+    ``sigma`` (0 means exactly ``mean_s`` every time)."""
 
-    def __init__(self, *, mean_s: float, rng: random.Random) -> None:
+    def __init__(self, *, mean_s: float, rng: random.Random, sigma: float = LATENCY_SIGMA) -> None:
         self._mean_s = mean_s
         self._rng = rng
+        self._sigma = sigma
 
     def draw(self) -> float:
         """One delay; the mean over many draws is ``mean_s``."""
         if self._mean_s <= 0:
             return 0.0
-        mu = math.log(self._mean_s) - LATENCY_SIGMA**2 / 2
-        return self._rng.lognormvariate(mu, LATENCY_SIGMA)
+        if self._sigma <= 0:
+            return self._mean_s
+        mu = math.log(self._mean_s) - self._sigma**2 / 2
+        return self._rng.lognormvariate(mu, self._sigma)
 
 
 @dataclass(frozen=True, kw_only=True)

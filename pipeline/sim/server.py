@@ -28,27 +28,23 @@ from pipeline.sim import tokens
 from pipeline.sim.brain import Brain
 from pipeline.sim.embed import embedding_payload, parse_embedding_request
 from pipeline.sim.faults import (
+    LATENCY_SIGMA,
     FaultInjector,
     FaultReply,
     FaultSpec,
     InvalidRequest,
     Latency,
     error_body,
-    int_field,
-    messages_field,
-    model_field,
-    number_field,
     quota_reply,
-    stop_field,
 )
 from pipeline.sim.limits import DEFAULT_COMPLETION_TOKENS, Clock, RateLimiter
+from pipeline.sim.requests import ChatRequest, parse_chat
 
 CHAT_MODEL = "sim-1"
 EMBED_MODEL = "sim-embed-1"
 INVALID_API_KEY = "sk-invalid"
 """The one API key the simulator rejects (401), so clients can exercise authentication errors."""
 
-MAX_N = 128
 
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
@@ -76,6 +72,7 @@ class SimConfig:
     rpm: float | None = None
     tpm: float | None = None
     latency_ms: float = 0.0
+    latency_sigma: float = LATENCY_SIGMA
     seed: int = 0
     faults: FaultSpec = field(default_factory=FaultSpec)
     task_paths: tuple[str, ...] = ()
@@ -90,6 +87,8 @@ class SimConfig:
                 raise ValueError(f"{name}: expected a number > 0 or None, got {value!r}")
         if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
             raise ValueError(f"latency_ms: expected a number >= 0, got {self.latency_ms!r}")
+        if not (math.isfinite(self.latency_sigma) and self.latency_sigma >= 0):
+            raise ValueError(f"latency_sigma: expected a number >= 0, got {self.latency_sigma!r}")
         if not (math.isfinite(self.burst_s) and self.burst_s > 0):
             raise ValueError(f"burst_s: expected a number > 0, got {self.burst_s!r}")
 
@@ -124,19 +123,6 @@ class Simulator:
         """The OpenAI base URL, e.g. ``http://127.0.0.1:8123/v1``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/v1"
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChatRequest:
-    """The fields of a chat completion request that the simulator honours."""
-
-    model: str
-    messages: tuple[tuple[str, str], ...]
-    n: int = 1
-    temperature: float = 1.0
-    seed: int | None = None
-    max_tokens: int | None = None
-    stop: tuple[str, ...] = ()
 
 
 @asynccontextmanager
@@ -197,7 +183,9 @@ class _Service:
         )
         self._faults = FaultInjector(config.faults, random.Random(_derive(config.seed, "faults")))
         latency_rng = random.Random(_derive(config.seed, "latency"))
-        self._latency = Latency(mean_s=config.latency_ms / 1000, rng=latency_rng)
+        self._latency = Latency(
+            mean_s=config.latency_ms / 1000, rng=latency_rng, sigma=config.latency_sigma
+        )
         self._sample_rng = random.Random(_derive(config.seed, "sample"))
         self._id_rng = random.Random(_derive(config.seed, "ids"))
         self._fingerprint = f"fp_{_derive(config.seed, 'fingerprint') % 16**10:010x}"
@@ -336,23 +324,6 @@ class _Service:
         choice = 0 if chat.temperature == 0 else index
         digest = hashlib.sha256(orjson.dumps(chat.messages)).hexdigest()
         return random.Random(_derive(self.config.seed, chat.seed, choice, digest))
-
-
-def parse_chat(body: dict[str, Any]) -> ChatRequest:
-    """The honoured fields of a chat completion body; ``InvalidRequest`` names a bad one."""
-    if body.get("stream"):
-        raise InvalidRequest("stream=true is not supported by the simulator", "stream")
-    max_tokens = int_field(body, "max_completion_tokens", lo=1)
-    temperature = number_field(body, "temperature", lo=0.0, hi=2.0)
-    return ChatRequest(
-        model=model_field(body),
-        messages=messages_field(body),
-        n=int_field(body, "n", lo=1, hi=MAX_N) or 1,
-        temperature=1.0 if temperature is None else temperature,
-        seed=int_field(body, "seed", lo=-(2**63), hi=2**63 - 1),
-        max_tokens=max_tokens or int_field(body, "max_tokens", lo=1),
-        stop=stop_field(body),
-    )
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
