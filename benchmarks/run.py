@@ -9,6 +9,8 @@ and noisy, so compare ratios, not absolute times.
   B1b learned limits: the same with no limit configured in the gateway.
   B2  overhead: simulator with no latency or limits; requests/s through the gateway (cache off,
       then an on-disk cache that only misses) over requests/s of a bare aiohttp loop.
+  B3, B4, B5: the optimizer at scale, on the critical path, and per preset (see
+      benchmarks/optimizer.py; each runs in a fresh process).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anyio
@@ -162,8 +165,56 @@ async def b2(count: int, concurrency: int) -> list[Row]:
     return rows
 
 
+async def optimizer_bench(name: str, *args: str) -> dict[str, Any]:
+    """Run ``benchmarks.optimizer NAME`` in a fresh process; its JSON line."""
+    cmd = [sys.executable, "-m", "benchmarks.optimizer", name, *args]
+    result = await anyio.run_process(cmd, check=True)
+    return dict(orjson.loads(result.stdout.decode().strip().splitlines()[-1]))
+
+
+async def b3() -> Row:
+    out = await optimizer_bench("b3")
+    ok = out["finished"] == out["jobs"] and out["peak_rss_mb"] < 400
+    return Row(
+        "B3 scale (peak RSS, MB)",
+        out["peak_rss_mb"],
+        "< 400, all finish",
+        ok,
+        f"{out['finished']}/{out['jobs']} jobs finished, {out['calls']} calls in "
+        f"{out['wall_s']:.1f} s",
+    )
+
+
+async def b4() -> Row:
+    out = await optimizer_bench("b4")
+    ratio = out["ideal_s"] / out["step_s"]
+    return Row(
+        "B4 critical path",
+        ratio,
+        ">= 0.8",
+        ratio >= 0.8,
+        f"one GPO step {out['step_s']:.3f} s vs ideal {out['ideal_s']:.1f} s "
+        f"(500 ms per call, mean of {out['steps_timed']} steps)",
+    )
+
+
+async def b5(args: argparse.Namespace) -> dict[str, Any]:
+    extra = ["--seeds", str(args.seeds), "--dev", str(args.dev), "--test", str(args.test)]
+    return await optimizer_bench("b5", *extra)
+
+
+def print_quality(table: dict[str, Any], args: argparse.Namespace) -> None:
+    print(
+        f"\nB5 quality on the simulator: {args.seeds} seeds x "
+        f"{table['gpo']['jobs'] // args.seeds} tasks, dev {args.dev}, test {args.test}"
+    )
+    print(f"{'preset':<10} {'mean test accuracy':>19} {'mean $ per job':>15}")
+    for preset, row in sorted(table.items(), key=lambda kv: -kv[1]["test_accuracy"]):
+        print(f"{preset:<10} {row['test_accuracy']:>18.1f}% {row['cost_usd']:>15.4f}")
+
+
 def print_table(rows: list[Row]) -> None:
-    print(f"\n{'benchmark':<28} {'ratio':>7}  {'target':<20} {'ok':<4} detail")
+    print(f"\n{'benchmark':<28} {'figure':>7}  {'target':<20} {'ok':<4} detail")
     print("-" * 100)
     for r in rows:
         print(
@@ -172,28 +223,43 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
-async def main_async(args: argparse.Namespace) -> list[Row]:
+ALL = ["b1", "b1b", "b2", "b3", "b4", "b5"]
+
+
+async def main_async(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any] | None]:
     rows: list[Row] = []
-    selected = set(args.only or ["b1", "b1b", "b2"])
+    selected = set(args.only or ALL)
     if "b1" in selected:
         rows.append(await b1(args.requests, learned=False))
     if "b1b" in selected:
         rows.append(await b1(args.requests, learned=True))
     if "b2" in selected:
         rows.extend(await b2(args.overhead_requests, 32))
-    return rows
+    if "b3" in selected:
+        rows.append(await b3())
+    if "b4" in selected:
+        rows.append(await b4())
+    quality = await b5(args) if "b5" in selected else None
+    return rows, quality
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="just bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", nargs="*", choices=["b1", "b1b", "b2"])
+    parser.add_argument("--only", nargs="*", choices=ALL)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--overhead-requests", type=int, default=3000)
+    parser.add_argument("--seeds", type=int, default=3, help="B5 seeds")
+    parser.add_argument("--dev", type=int, default=24, help="B5 dev split (paper: 48)")
+    parser.add_argument("--test", type=int, default=72, help="B5 test split (paper: 144)")
+    args = parser.parse_args(argv)
     logs.configure(level=logging.WARNING)
-    rows = anyio.run(main_async, parser.parse_args(argv))
-    print_table(rows)
+    rows, quality = anyio.run(main_async, args)
+    if rows:
+        print_table(rows)
+    if quality:
+        print_quality(quality, args)
     return 0 if all(r.passed for r in rows) else 1
 
 

@@ -136,7 +136,7 @@ class OptimizerRun:
             with calls_send:
                 stage = Stage(
                     "evaluation",
-                    Evaluation(calls_send).handle,
+                    Evaluation(calls_send, self._gateway).handle,
                     workers=self._settings.max_active_jobs,
                 )
                 await stage.serve(receive, to_runner, to_runner.clone())

@@ -9,6 +9,7 @@ prompt is the best-scoring *new* candidate, even below the current one (GPO alwa
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from pipeline.data import Example
+from pipeline.errors import GpoError
 from pipeline.gateway import Gateway
 from pipeline.metrics import judge
 from pipeline.values import ChatRequest, Message
@@ -107,8 +109,9 @@ async def serve_calls(gateway: Gateway, receive: MemoryObjectReceiveStream[Call]
 class Evaluation:
     """Handles ``Candidates`` (a step) and ``EvalRequest`` (initial and test scoring)."""
 
-    def __init__(self, calls: MemoryObjectSendStream[Call]) -> None:
+    def __init__(self, calls: MemoryObjectSendStream[Call], gateway: Gateway) -> None:
         self._calls = calls
+        self._gateway = gateway
 
     async def handle(self, message: Candidates | EvalRequest) -> StepOutcome | EvalDone:
         if isinstance(message, EvalRequest):
@@ -117,6 +120,24 @@ class Evaluation:
         return await self._step(message)
 
     async def evaluate(
+        self, ctx: JobContext, prompts: tuple[str, ...], split: Split
+    ) -> tuple[Evaluated, ...]:
+        """Score ``prompts`` on ``split``. On dev, for relevance retrieval, the prompts are
+        embedded meanwhile, so the next step's retrieval finds them in the cache: the embedding
+        call leaves the critical path."""
+        if not (split == "dev" and prompts and _embeds(ctx)):
+            return await self._fan_out(ctx, prompts, split)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._prefetch_embeddings, ctx, prompts)
+            scored = await self._fan_out(ctx, prompts, split)
+        return scored
+
+    async def _prefetch_embeddings(self, ctx: JobContext, prompts: tuple[str, ...]) -> None:
+        assert ctx.embedding_endpoint is not None
+        with contextlib.suppress(GpoError):  # retrieval asks again, and fails properly, if need be
+            await self._gateway.embed(ctx.embedding_endpoint, prompts, job=ctx.id)
+
+    async def _fan_out(
         self, ctx: JobContext, prompts: tuple[str, ...], split: Split
     ) -> tuple[Evaluated, ...]:
         examples = ctx.examples(split)
@@ -152,6 +173,15 @@ class Evaluation:
             rejected_over_budget=batch.rejected_over_budget,
         )
         return StepOutcome(ticket=ticket, record=record, selected=selected, evaluated=scored)
+
+
+def _embeds(ctx: JobContext) -> bool:
+    strategy = ctx.strategy
+    return (
+        strategy.trajectory == "relevance"
+        and strategy.relevance_backend == "embeddings"
+        and ctx.embedding_endpoint is not None
+    )
 
 
 def _scored(prompt: str, p: int, n: int, fan_in: _FanIn) -> Evaluated:

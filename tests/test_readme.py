@@ -14,17 +14,34 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
 
 
-def test_library_example_runs(tmp_path: Path) -> None:
+def run_block(index: int, cwd: Path) -> str:
     blocks = python_blocks()
-    assert blocks, "the README has no python example"
+    assert len(blocks) > index, "the README lacks that python example"
     result = subprocess.run(
-        [sys.executable, "-c", blocks[0]],
-        cwd=tmp_path,
+        [sys.executable, "-c", blocks[index]],
+        cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=90,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "EndpointStatistics" in result.stdout
+    return result.stdout
+
+
+def test_optimizer_example_runs_and_improves_prompts(tmp_path: Path) -> None:
+    out = run_block(0, tmp_path)
+    assert "step 1/" in out
+    finals = [line for line in out.splitlines() if " -> " in line]
+    assert len(finals) == 4
+    gains = [
+        float(b.split()[0]) - float(a.split()[-1])
+        for a, b in (line.split(" -> ")[:2] for line in finals)
+    ]
+    assert sum(gains) > 0
+
+
+def test_gateway_example_runs(tmp_path: Path) -> None:
+    out = run_block(1, tmp_path)
+    assert "EndpointStatistics" in out
     assert (tmp_path / "cache.sqlite").exists()

@@ -9,6 +9,9 @@ Routing, on the system and user messages joined in order:
    *prompt* (:mod:`pipeline.sim.landscape`, :mod:`pipeline.sim.answering`);
 3. otherwise asks for a prompt or instruction -> the optimizer role;
 4. otherwise a short generic reply.
+
+A request to summarize scored prompts (trajectory summarization) gets a summary of what the
+best-scoring prompt says that the worst does not.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from functools import lru_cache
 from pipeline.sim.answering import TaskModel
 from pipeline.sim.matcher import QuestionIndex
 from pipeline.sim.metaprompt import meta_strength, parse_meta
-from pipeline.sim.optimizer import optimizer_reply
+from pipeline.sim.optimizer import optimizer_reply, summary
 from pipeline.sim.tasks import Task, builtin_tasks, load_task_file
 from pipeline.sim.textnorm import tokens
 
@@ -64,6 +67,10 @@ class Brain:
         for every choice index. Task answers at temperature 0 depend only on the messages.
         """
         text = "\n".join(content for role, content in messages if role != "assistant")
+        if _asks_summary(text):
+            meta = self._parse(text)
+            if meta.scored:
+                return summary(meta, rng)
         strength = meta_strength(text)
         if strength == 2:
             return optimizer_reply(self._parse(text), rng)
@@ -76,3 +83,8 @@ class Brain:
         if strength == 1:
             return optimizer_reply(self._parse(text), rng)
         return rng.choice(GENERIC_REPLIES).format(n=rng.randint(1, 20))
+
+
+def _asks_summary(text: str) -> bool:
+    head = text[-400:].lower()
+    return "summarize" in head and "<start>" not in head

@@ -246,6 +246,21 @@ def optimizer_reply(meta: MetaPrompt, rng: random.Random) -> str:
     return render_prompts([propose(meta, rng) for _ in range(meta.count)], meta, rng)
 
 
+def summary(meta: MetaPrompt, rng: random.Random) -> str:
+    """A summary of scored prompts: what the best ones say that the worst ones do not."""
+    ranked = sorted(meta.scored, key=lambda p: p.score)
+    best, worst = ranked[-1], ranked[0]
+    worst_sentences = {s.strip().lower() for s in re.split(r"(?<=[.!?])\s+", worst.text)}
+    better = [
+        s for s in re.split(r"(?<=[.!?])\s+", best.text) if s.strip().lower() not in worst_sentences
+    ] or [best.text]
+    rng.shuffle(better)
+    return (
+        f"The highest-scoring prompts (up to {best.score:.0f}) ask to: "
+        f"{' '.join(better[:4])} The lowest-scoring ones ({worst.score:.0f}) lack this."
+    )
+
+
 _CRITIQUES: tuple[tuple[str, str], ...] = (
     ("step", "The prompt does not ask to reason step by step, so it jumps to conclusions."),
     ("check|verif", "The prompt never asks to double-check intermediate results."),

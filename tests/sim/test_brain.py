@@ -191,3 +191,18 @@ def test_a_crude_hill_climb_improves_on_step_by_step(brain: Brain) -> None:
     landscape = brain.model(name).landscape
     assert best[1] > trajectory[0][1] + 10
     assert landscape.accuracy(best[0]) > landscape.accuracy(STEP) + 0.1
+
+
+def test_a_summary_request_gets_what_the_best_prompt_adds() -> None:
+    from stages.metaprompt import ShownPrompt, build_summary_prompt
+
+    request = build_summary_prompt(
+        [
+            ShownPrompt(text="Let's think step by step.", score=40),
+            ShownPrompt(text="Read carefully. Give the final answer as a number.", score=80),
+        ]
+    )
+    reply = Brain(seed=0).reply([("user", request)], temperature=0.0, rng=random.Random(1))
+    assert "Give the final answer as a number." in reply
+    assert "<START>" not in reply
+    assert "think step by step" not in reply.lower()
