@@ -70,9 +70,15 @@ class OptimizerRun:
         self._result: RunResult | None = None
         self._stopped = False
 
-    def events(self) -> MemoryObjectReceiveStream[ProgressEvent]:
-        """Progress events until the run ends. Dropped (and counted) if not read fast enough."""
-        return self._sink.receiver()
+    async def events(self) -> AsyncIterator[ProgressEvent]:
+        """Progress events until the run ends (nothing once it has ended). Events are buffered
+        (``event_buffer``) and dropped, and counted, when not read fast enough."""
+        stream = self._sink.receiver()
+        if stream is None:
+            return
+        with stream:
+            async for event in stream:
+                yield event
 
     async def result(self) -> RunResult:
         await self._done.wait()

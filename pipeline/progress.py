@@ -22,8 +22,12 @@ class EventSink:
         self._send, self._receive = anyio.create_memory_object_stream[ProgressEvent](buffer)
         self.dropped = 0
 
-    def receiver(self) -> MemoryObjectReceiveStream[ProgressEvent]:
-        return self._receive.clone()
+    def receiver(self) -> MemoryObjectReceiveStream[ProgressEvent] | None:
+        """A reader of the events, or None once the sink is closed."""
+        try:
+            return self._receive.clone()
+        except anyio.ClosedResourceError:
+            return None
 
     def publish(self, event: ProgressEvent) -> None:
         try:

@@ -127,9 +127,16 @@ class Evaluation:
         call leaves the critical path."""
         if not (split == "dev" and prompts and _embeds(ctx)):
             return await self._fan_out(ctx, prompts, split)
+        failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._prefetch_embeddings, ctx, prompts)
-            scored = await self._fan_out(ctx, prompts, split)
+            try:
+                scored = await self._fan_out(ctx, prompts, split)
+            except Exception as exc:  # raised as is, not in a group: the runner reads its type
+                failure = exc
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         return scored
 
     async def _prefetch_embeddings(self, ctx: JobContext, prompts: tuple[str, ...]) -> None:
