@@ -10,6 +10,7 @@ strict upper bound (see :func:`pipeline.tokens.max_input_tokens`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -87,6 +88,8 @@ class Budget:
 
     run_caps: Caps = field(default_factory=Caps)
     job_caps: Caps = field(default_factory=Caps)
+    on_spend: Callable[[tuple[str, ...], int, int], None] | None = None
+    """Called with (scopes, pico-dollars, tokens) for every settled amount, e.g. to persist it."""
     _accounts: dict[str, _Account] = field(default_factory=dict)
     _open: dict[int, Reservation] = field(default_factory=dict)
     _ids: count[int] = field(default_factory=count)
@@ -123,6 +126,13 @@ class Budget:
             account = self._accounts[scope]
             account.hold(reservation.pusd, reservation.tokens, -1)
             account.spend(pusd, tokens)
+        if self.on_spend is not None and (pusd or tokens):
+            self.on_spend(reservation.scopes, pusd, tokens)
+
+    def preload(self, spent: Mapping[str, tuple[int, int]]) -> None:
+        """Count what earlier runs of the same run directory spent: scope -> (pico-USD, tokens)."""
+        for scope, (pusd, tokens) in spent.items():
+            self._account(scope).spend(pusd, tokens)
 
     def settle_in_full(self, reservation: Reservation) -> None:
         """Charge the whole reservation: the call may have been billed but its usage is unknown."""

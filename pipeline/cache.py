@@ -25,6 +25,11 @@ from pipeline.errors import ConfigError
 T = TypeVar("T")
 U = TypeVar("U")
 _CHUNK = 500  # SQLite's default limit on bound parameters is 999
+_Write = tuple[Any, ...]  # ("r", key, value): a response; ("s", scope, pusd, tokens): spend
+_ADD_SPEND = (
+    "INSERT INTO spend (scope, pusd, tokens) VALUES (?, ?, ?) ON CONFLICT(scope) DO UPDATE "
+    "SET pusd = pusd + excluded.pusd, tokens = tokens + excluded.tokens"
+)
 
 
 class ResponseCache(Protocol):
@@ -88,6 +93,11 @@ class _GroupRunner(Generic[T, U]):
         self._open: _Batch[T, U] | None = None
         self._running = False
         self._runner_done = anyio.Event()
+
+    @property
+    def pending(self) -> bool:
+        """Items wait in a batch that no running caller will carry (its callers were cancelled)."""
+        return self._open is not None and not self._running
 
     async def submit(self, items: Sequence[T]) -> U:
         batch = self._open = self._open or _Batch()
@@ -164,8 +174,9 @@ class SqliteCache:
         self._keys = keys
         lock = anyio.CapacityLimiter(1)
         self._reads: _GroupRunner[str, dict[str, bytes]] = _GroupRunner(self._get, lock)
-        self._writes: _GroupRunner[tuple[str, bytes], None] = _GroupRunner(self._put, lock)
+        self._writes: _GroupRunner[_Write, None] = _GroupRunner(self._put, lock)
         self._lock = lock
+        self._spend: list[_Write] = []
 
     async def get_many(self, keys: list[str]) -> dict[str, bytes]:
         if self._keys is not None:
@@ -178,13 +189,32 @@ class SqliteCache:
     async def put_many(self, items: Mapping[str, bytes]) -> None:
         if not items:
             return
-        await self._writes.submit(list(items.items()))
+        await self._writes.submit(self._take_spend() + [("r", k, v) for k, v in items.items()])
         if self._keys is not None:
             for key in items:
                 self._keys.add(key)
 
+    def note_spend(self, scopes: Sequence[str], pusd: int, tokens: int) -> None:
+        """Record spend (a :class:`~pipeline.budget.Budget` ``on_spend`` hook); it is committed
+        with the next write, which for a successful call is its own response's, before the call
+        returns. :meth:`flush` commits it at once."""
+        self._spend.extend([("s", scope, pusd, tokens) for scope in scopes])
+
+    async def flush(self) -> None:
+        """Commit recorded spend, and writes whose callers were cancelled, not yet committed."""
+        if self._spend or self._writes.pending:
+            await self._writes.submit(self._take_spend())
+
+    async def load_spend(self) -> dict[str, tuple[int, int]]:
+        """Scope -> (pico-dollars, tokens) spent by every run that used this file."""
+        return await anyio.to_thread.run_sync(self._load_spend, limiter=self._lock)
+
     async def count(self) -> int:
         return await anyio.to_thread.run_sync(self._count, limiter=self._lock)
+
+    def _take_spend(self) -> list[_Write]:
+        taken, self._spend = self._spend, []
+        return taken
 
     def _get(self, keys: list[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
@@ -196,9 +226,16 @@ class SqliteCache:
             found.update((key, bytes(value)) for key, value in self._db.execute(sql, chunk))
         return found
 
-    def _put(self, items: Iterable[tuple[str, bytes]]) -> None:
+    def _put(self, items: Iterable[_Write]) -> None:
+        rows = [i[1:] for i in items if i[0] == "r"]
+        spend = [i[1:] for i in items if i[0] == "s"]
         with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)", items)
+            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)", rows)
+            self._db.executemany(_ADD_SPEND, spend)
+
+    def _load_spend(self) -> dict[str, tuple[int, int]]:
+        rows = self._db.execute("SELECT scope, pusd, tokens FROM spend")
+        return {scope: (int(pusd), int(tokens)) for scope, pusd, tokens in rows}
 
     def _count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
@@ -206,13 +243,20 @@ class SqliteCache:
 
 @asynccontextmanager
 async def open_sqlite_cache(path: str | Path) -> AsyncIterator[SqliteCache]:
-    """Open (creating if needed) the cache file at ``path``; closed on exit."""
+    """Open (creating if needed) the cache file at ``path``; recorded spend is committed and the
+    file closed on exit, even on cancellation."""
     db = await anyio.to_thread.run_sync(_connect, Path(path))
     try:
         keys = await anyio.to_thread.run_sync(_load_filter, db)
-        yield SqliteCache(db, keys)
+        cache = SqliteCache(db, keys)
+        try:
+            yield cache
+        finally:
+            with anyio.CancelScope(shield=True):
+                await cache.flush()
     finally:
-        await anyio.to_thread.run_sync(db.close)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(db.close)
 
 
 def _load_filter(db: sqlite3.Connection) -> KeyFilter:
@@ -231,6 +275,10 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value BLOB)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS spend "
+            "(scope TEXT PRIMARY KEY, pusd INTEGER, tokens INTEGER)"
+        )
     except (sqlite3.Error, OSError) as exc:
         if db is not None:
             db.close()  # a file that is not a cache must not leak its connection

@@ -57,6 +57,9 @@ class FakeTransport:
             raise NotFound("this fake has no embeddings handler", endpoint="fake")
         return await _call(self._embed, request)
 
+    async def check(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         self.closed = True
 

@@ -118,6 +118,12 @@ class Gateway:
     def statistics(self) -> dict[str, EndpointStatistics]:
         return {name: ep.stats.snapshot() for name, ep in self._endpoints.items()}
 
+    async def preflight(self, endpoints: Sequence[str] | None = None) -> None:
+        """Check every endpoint (or those named) answers and accepts its key, before any spend.
+        Raises the endpoint's error (``AuthenticationFailed``, ``ConnectionFailed``, ...)."""
+        for name in endpoints if endpoints is not None else self.endpoints:
+            await self._endpoint(name).transport.check()
+
     def limiter(self, endpoint: str) -> EndpointLimiter:
         return self._endpoint(endpoint).limiter
 

@@ -54,11 +54,20 @@ class HttpTransport:
     async def aclose(self) -> None:
         await self._session.close()
 
+    async def check(self) -> None:
+        """``GET /models``: free on OpenAI-compatible servers and Anthropic alike."""
+        await self._request("GET", "/models", None)
+
     async def _post(self, path: str, payload: bytes) -> tuple[bytes, Mapping[str, str]]:
+        return await self._request("POST", path, payload)
+
+    async def _request(
+        self, method: str, path: str, payload: bytes | None
+    ) -> tuple[bytes, Mapping[str, str]]:
         name = self._config.name
         try:
-            async with self._session.post(
-                self._config.url + path, data=payload, headers=self._headers
+            async with self._session.request(
+                method, self._config.url + path, data=payload, headers=self._headers
             ) as resp:
                 body = await resp.read()
                 headers = {k.lower(): v for k, v in resp.headers.items()}

@@ -14,7 +14,8 @@ from stages.messages import Entry, JobContext, JobId, Placement, StepRecord
 from stages.schedule import total_steps, validate_schedule
 from stages.strategy import Strategy, strategy
 
-JobStatus = Literal["finished", "failed", "budget_exhausted"]
+JobStatus = Literal["finished", "failed", "budget_exhausted", "interrupted"]
+"""``interrupted`` only in the partial results of a run stopped before the job ended."""
 DEFAULT_INITIAL_PROMPT = "Let's think step by step."
 
 

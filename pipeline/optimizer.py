@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -34,12 +35,14 @@ from pipeline.jobs import (
     StepFinished,
     build_context,
 )
+from pipeline.journal import JobHistory
 from pipeline.progress import EventSink, JobState, unstarted
 from stages.evaluation import Call, Evaluation, serve_calls
 from stages.generation import Generation
 from stages.messages import (
     Direction,
     EvalRequest,
+    Evaluated,
     EvaluationInput,
     JobFailed,
     JobId,
@@ -53,15 +56,41 @@ from stages.refinement import Refinement
 from stages.retrieval import Retrieval
 
 
-class OptimizerRun:
-    """A run in progress: iterate :meth:`events`, await :meth:`result`."""
+class RunObserver(Protocol):
+    """Told of every job's progress at step boundaries (the run journal is one)."""
 
-    def __init__(self, gateway: Gateway, jobs: Sequence[Job], settings: OptimizerSettings) -> None:
+    def job_started(self, job: str, initial: Evaluated, keep_outputs: bool) -> None: ...
+
+    def job_stepped(self, job: str, outcome: StepOutcome, keep_outputs: bool) -> None: ...
+
+    def job_tested(self, job: str, scores: dict[str, float]) -> None: ...
+
+    def job_ended(self, job: str, status: str, error: str | None) -> None: ...
+
+
+class OptimizerRun:
+    """A run in progress: iterate :meth:`events`, await :meth:`result`.
+
+    ``history`` (from a journal) resumes jobs where they stopped: ended jobs keep their result,
+    others continue with their next step, whose calls come from the response cache.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        jobs: Sequence[Job],
+        settings: OptimizerSettings,
+        *,
+        observer: RunObserver | None = None,
+        history: Mapping[str, JobHistory] | None = None,
+    ) -> None:
         names = [j.name for j in jobs]
         if len(set(names)) != len(names):
             raise ConfigError(f"job names must be unique, found duplicates in {names}")
         self._gateway = gateway
         self._settings = settings
+        self._observer = observer
+        self._history = dict(history or {})
         self._jobs = list(jobs)
         self._states: dict[JobId, JobState] = {}
         self._unstarted: dict[str, JobResult] = {}
@@ -172,7 +201,7 @@ class OptimizerRun:
             self._end_unstarted(job, "budget_exhausted", reason)
 
     async def _admit(self, index: int, job: Job) -> int:
-        """Start a job; 1 if it entered the cycle, 0 if it failed validation."""
+        """Start or resume a job; 1 if it entered the cycle, 0 if it has already ended."""
         try:
             ctx = build_context(job, index, self._settings)
             if job.budget is not None:
@@ -180,24 +209,50 @@ class OptimizerRun:
         except ConfigError as exc:
             self._end_unstarted(job, "failed", exc)
             return 0
-        self._states[ctx.id] = JobState(context=ctx)
+        state = self._states[ctx.id] = JobState(context=ctx)
         self._sink.publish(JobStarted(job=job.name, total_steps=ctx.total_steps))
+        if job.name in self._history:
+            return await self._resume(state, self._history[job.name])
         await self._out.evaluate(
             EvalRequest(context=ctx, purpose="initial", prompts=(ctx.initial_prompt,), split="dev")
         )
         return 1
+
+    async def _resume(self, state: JobState, history: JobHistory) -> int:
+        state.restore(history)
+        if state.status is not None:
+            self._publish_finish(state)
+            return 0
+        if not state.trajectory:
+            await self._out.evaluate(
+                EvalRequest(
+                    context=state.context,
+                    purpose="initial",
+                    prompts=(state.context.initial_prompt,),
+                    split="dev",
+                )
+            )
+            return 1
+        return 0 if await self._advance(state) else 1
 
     async def _handle(self, message: RunnerInput) -> bool:
         """Apply one message to its job; True when the job has ended."""
         state = self._states[message.job]
         if isinstance(message, JobFailed):
             return self._fail(state, message.error)
+        keep = state.context.strategy.reflection
         if isinstance(message, StepOutcome):
             self._step_done(state, message)
+            if self._observer:
+                self._observer.job_stepped(state.name, message, keep)
         elif message.request.purpose == "initial":
             state.start(message.results[0])
+            if self._observer:
+                self._observer.job_started(state.name, message.results[0], keep)
         else:
             state.tested(message.results)
+            if self._observer:
+                self._observer.job_tested(state.name, state.test_scores)
             return self._finish(state)
         return await self._advance(state)
 
@@ -239,12 +294,18 @@ class OptimizerRun:
             self._stopped = True
         state.end("budget_exhausted" if exhausted else "failed", error)
         self._publish_finish(state)
+        self._ended(state)
         return True
 
     def _finish(self, state: JobState) -> bool:
         state.end("finished", None)
         self._publish_finish(state)
+        self._ended(state)
         return True
+
+    def _ended(self, state: JobState) -> None:
+        if self._observer:
+            self._observer.job_ended(state.name, state.status or "failed", state.error)
 
     def _end_unstarted(self, job: Job, status: JobStatus, error: BaseException) -> None:
         result = self._unstarted[job.name] = unstarted(job, status, error)
@@ -273,6 +334,17 @@ class OptimizerRun:
             )
         )
 
+    def job_results(self) -> tuple[JobResult, ...]:
+        """Every job's result so far, in job order (``interrupted`` for jobs still running)."""
+        budget = self._gateway.budget
+        started = {name: s.result(budget) for name, s in self._states.items()}
+        return tuple(
+            started.get(JobId(j.name))
+            or self._unstarted.get(j.name)
+            or unstarted(j, "interrupted", None)
+            for j in self._jobs
+        )
+
     def _collect(self, wall_s: float) -> RunResult:
         stats = self._gateway.statistics().values()
         totals = RunTotals(
@@ -284,9 +356,7 @@ class OptimizerRun:
             cost_usd=self._gateway.budget.state().spent_usd,
             wall_s=wall_s,
         )
-        budget = self._gateway.budget
-        started = {name: s.result(budget) for name, s in self._states.items()}
-        jobs = tuple(started.get(JobId(j.name)) or self._unstarted[j.name] for j in self._jobs)
+        jobs = self.job_results()
         return RunResult(jobs=jobs, totals=totals, events_dropped=self._sink.dropped)
 
 

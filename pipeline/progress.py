@@ -10,6 +10,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from pipeline.budget import Budget
 from pipeline.jobs import Job, JobResult, JobStatus, ProgressEvent
+from pipeline.journal import JobHistory
 from stages.edits import normalize_prompt
 from stages.messages import Entry, Evaluated, JobContext, StepOutcome, StepRecord, StepTicket
 from stages.metaprompt import ShownPrompt
@@ -69,14 +70,32 @@ class JobState:
         self.current = initial
 
     def stepped(self, outcome: StepOutcome) -> None:
-        for evaluated in outcome.evaluated:
-            self._remember(evaluated)
-        selected = outcome.selected
+        self.replay_step(outcome.record, outcome.selected)
+
+    def replay_step(self, record: StepRecord, selected: Evaluated) -> None:
+        """Apply a finished step: its new candidates join the evaluated prompts."""
+        for c in record.candidates:
+            if c.new:
+                self.seen.setdefault(
+                    normalize_prompt(c.prompt), ShownPrompt(text=c.prompt, score=c.score)
+                )
         self.trajectory.append(
-            Entry(step=outcome.record.step, prompt=selected.prompt, score=selected.score)
+            Entry(step=record.step, prompt=selected.prompt, score=selected.score)
         )
         self.current = selected
-        self.records.append(outcome.record)
+        self.records.append(record)
+
+    def restore(self, history: JobHistory) -> None:
+        """Rebuild the state a journal describes."""
+        if history.initial is not None:
+            self.start(history.initial)
+        for record, selected in history.steps:
+            self.replay_step(record, selected)
+        if history.test_scores is not None:
+            self.test_scores = dict(history.test_scores)
+        if history.status is not None:
+            self.status = history.status  # type: ignore[assignment]
+            self.error = history.error
 
     def ticket(self) -> StepTicket:
         assert self.current is not None
@@ -109,7 +128,7 @@ class JobState:
         initial_prompt = self.context.initial_prompt
         return JobResult(
             name=self.name,
-            status=self.status or "failed",
+            status=self.status or "interrupted",
             error=self.error,
             initial_prompt=initial_prompt,
             best_prompt=best.prompt if best else initial_prompt,
@@ -128,12 +147,12 @@ class JobState:
         self.seen.setdefault(key, ShownPrompt(text=evaluated.prompt, score=evaluated.score))
 
 
-def unstarted(job: Job, status: JobStatus, error: BaseException) -> JobResult:
-    """The result of a job that never entered the cycle (bad data, or no budget left)."""
+def unstarted(job: Job, status: JobStatus, error: BaseException | None) -> JobResult:
+    """The result of a job that never entered the cycle (bad data, no budget, interrupted)."""
     return JobResult(
         name=job.name,
         status=status,
-        error=f"{type(error).__name__}: {error}",
+        error=None if error is None else f"{type(error).__name__}: {error}",
         initial_prompt=job.initial_prompt,
         best_prompt=job.initial_prompt,
         initial_dev_score=None,

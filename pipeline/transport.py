@@ -24,6 +24,10 @@ class Transport(Protocol):
         """Send one embeddings request as is. Raise an ``LLMError``."""
         ...
 
+    async def check(self) -> None:
+        """Cheaply confirm the endpoint answers and accepts the key (no tokens spent)."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections. Idempotent."""
         ...

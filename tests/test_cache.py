@@ -117,3 +117,31 @@ def test_cache_key_is_a_stable_sha256_hex_digest_and_index() -> None:
     assert index == "0"
     assert key == cache_key({"a": 1}, 0)
     int(digest, 16)
+
+
+async def test_recorded_spend_survives_reopening_and_adds_up(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    async with open_sqlite_cache(path) as cache:
+        cache.note_spend(("run", "job:a"), 500, 10)
+        await cache.put_many({"k": b"v"})  # carries the spend in its transaction
+        cache.note_spend(("run",), 7, 1)  # committed on close
+    async with open_sqlite_cache(path) as cache:
+        assert await cache.load_spend() == {"run": (507, 11), "job:a": (500, 10)}
+
+
+async def test_a_budget_preloaded_from_the_cache_refuses_what_the_earlier_run_used(
+    tmp_path: Path,
+) -> None:
+    from pipeline.budget import Budget, Caps
+    from pipeline.errors import BudgetExhausted
+
+    path = tmp_path / "c.sqlite"
+    async with open_sqlite_cache(path) as cache:
+        first = Budget(run_caps=Caps(usd=1.0), on_spend=cache.note_spend)
+        first.settle(first.reserve(usd=0.8, tokens=0, endpoint="e"), usd=0.8, tokens=0)
+    async with open_sqlite_cache(path) as cache:
+        second = Budget(run_caps=Caps(usd=1.0))
+        second.preload(await cache.load_spend())
+        assert second.state().spent_usd == pytest.approx(0.8)
+        with pytest.raises(BudgetExhausted):
+            second.reserve(usd=0.3, tokens=0, endpoint="e")

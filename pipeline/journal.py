@@ -1,0 +1,185 @@
+"""The run's append-only journal: one JSON line per event, flushed and fsynced in groups.
+
+Events: ``run_started``; per job ``initial`` (the initial prompt's dev score), ``step`` (the step
+record and the selected prompt), ``tested`` (test scores) and ``ended`` (status, error); ``stats``
+about once a second (cumulative counters per endpoint and the spend, for the report); and
+``run_ended``. A resumed run rebuilds every job from these lines (:func:`read_journal`); a torn
+last line from a killed process is ignored.
+
+Writes are appended in memory and committed by a background task in a worker thread (write,
+flush, fsync), as one group per wake-up, so step boundaries reach the disk within milliseconds
+without blocking the event loop or costing one fsync per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import anyio.to_thread
+import orjson
+
+from pipeline.errors import ConfigError
+from stages.messages import (
+    CandidateRecord,
+    Evaluated,
+    Outcome,
+    StepOutcome,
+    StepRecord,
+)
+
+_OPTS = orjson.OPT_APPEND_NEWLINE
+
+
+class Journal:
+    """Open with :func:`open_journal`. Also the optimizer's :class:`RunObserver`."""
+
+    def __init__(self, file: IO[bytes], clock: Any = time.monotonic) -> None:
+        self._file = file
+        self._pending: list[bytes] = []
+        self._wake = anyio.Event()
+        self._clock = clock
+        self._started = clock()
+        self._limiter = anyio.CapacityLimiter(1)
+
+    def append(self, event: dict[str, Any]) -> None:
+        event.setdefault("t", round(self._clock() - self._started, 3))
+        self._pending.append(orjson.dumps(event, option=_OPTS))
+        self._wake.set()
+
+    async def sync(self) -> None:
+        """Write, flush and fsync everything appended so far. Shielded: lines taken for writing
+        are written, even when the caller is being cancelled."""
+        with anyio.CancelScope(shield=True):
+            lines, self._pending = self._pending, []
+            if lines:
+                await anyio.to_thread.run_sync(self._write, lines, limiter=self._limiter)
+
+    async def serve(self) -> None:
+        """Commit appended lines as they come, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.sync()
+
+    # --- the optimizer's observer hooks ---------------------------------------------------
+
+    def job_started(self, job: str, initial: Evaluated, keep_outputs: bool) -> None:
+        self.append({"event": "initial", "job": job, **_evaluated(initial, keep_outputs)})
+
+    def job_stepped(self, job: str, outcome: StepOutcome, keep_outputs: bool) -> None:
+        record = dataclasses.asdict(outcome.record)
+        selected = _evaluated(outcome.selected, keep_outputs)
+        self.append({"event": "step", "job": job, "record": record, "selected": selected})
+
+    def job_tested(self, job: str, scores: dict[str, float]) -> None:
+        self.append({"event": "tested", "job": job, "scores": scores})
+
+    def job_ended(self, job: str, status: str, error: str | None) -> None:
+        self.append({"event": "ended", "job": job, "status": status, "error": error})
+
+    def _write(self, lines: list[bytes]) -> None:
+        self._file.write(b"".join(lines))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+
+@asynccontextmanager
+async def open_journal(path: Path) -> AsyncIterator[Journal]:
+    """Append to ``path``; a background task commits lines; all is synced on exit, even on
+    cancellation."""
+    file = await anyio.to_thread.run_sync(_open_append, path)
+    journal = Journal(file)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.serve)
+            try:
+                yield journal
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await journal.sync()
+            await anyio.to_thread.run_sync(file.close)
+
+
+def _open_append(path: Path) -> IO[bytes]:
+    try:
+        return path.open("ab")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the journal {path}: {exc}") from None
+
+
+def _evaluated(evaluated: Evaluated, keep_outputs: bool) -> dict[str, Any]:
+    outcomes = [dataclasses.asdict(o) for o in evaluated.outcomes] if keep_outputs else []
+    return {"prompt": evaluated.prompt, "score": evaluated.score, "outcomes": outcomes}
+
+
+# --- reading it back ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class JobHistory:
+    """What the journal says happened to one job."""
+
+    initial: Evaluated | None = None
+    steps: list[tuple[StepRecord, Evaluated]] = field(default_factory=list)
+    test_scores: dict[str, float] | None = None
+    status: str | None = None
+    error: str | None = None
+
+
+def read_journal(path: Path) -> tuple[dict[str, JobHistory], list[dict[str, Any]]]:
+    """Every job's history, and the other events (``stats``, ``run_started``, ...) in order."""
+    jobs: dict[str, JobHistory] = {}
+    other: list[dict[str, Any]] = []
+    for event in _lines(path):
+        job = event.get("job")
+        if isinstance(job, str):
+            _apply(jobs.setdefault(job, JobHistory()), event)
+        else:
+            other.append(event)
+    return jobs, other
+
+
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    if not path.exists():
+        return
+    for raw in path.read_bytes().splitlines():
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue  # a line torn by a kill: the step it described is redone
+        if isinstance(event, dict):
+            yield event
+
+
+def _apply(history: JobHistory, event: dict[str, Any]) -> None:
+    kind = event.get("event")
+    if kind == "initial":
+        history.initial = _read_evaluated(event)
+    elif kind == "step":
+        history.steps.append((_read_record(event["record"]), _read_evaluated(event["selected"])))
+    elif kind == "tested":
+        history.test_scores = {str(k): float(v) for k, v in event["scores"].items()}
+    elif kind == "ended":
+        history.status, history.error = event["status"], event.get("error")
+
+
+def _read_evaluated(data: dict[str, Any]) -> Evaluated:
+    outcomes = tuple(Outcome(**o) for o in data.get("outcomes", []))
+    return Evaluated(prompt=data["prompt"], score=float(data["score"]), outcomes=outcomes)
+
+
+def _read_record(data: dict[str, Any]) -> StepRecord:
+    fields = dict(data)
+    fields["shown"] = tuple(fields["shown"])
+    fields["candidates"] = tuple(CandidateRecord(**c) for c in fields["candidates"])
+    return StepRecord(**fields)
