@@ -20,13 +20,19 @@ from pipeline.errors import BudgetExhausted, ConfigError
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 _EPILOG = """examples:
-  gpo demo                         offline demo on the built-in simulator
-  gpo sim --port 8000 --rpm 600    serve the simulator for other tools
-  gpo sim --faults 429=0.05,500=0.02 --latency-ms 200
+  gpo demo                            offline demo on the built-in simulator
+  gpo estimate examples/bbh.toml      what a run will cost, before spending anything
+  gpo run examples/bbh.toml           run it (again: resume it)
+  gpo report runs/bbh                 rewrite a run's report.html
+  gpo sim --port 8000 --rpm 600       serve the simulator for other tools
+
+exit codes: 0 finished, 1 a job failed or another error, 2 bad input (nothing spent),
+3 stopped by a budget cap, 130 interrupted (resumable)
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.commands import add_parsers
     from pipeline.demo import add_parser as add_demo_parser
     from pipeline.sim.cli import add_parser as add_sim_parser
 
@@ -39,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="JSON log lines on stderr")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_parsers(sub)
     add_demo_parser(sub)
     add_sim_parser(sub)
     return parser

@@ -1,0 +1,264 @@
+"""``gpo run``: a configured run in a run directory, crash-safe and resumable.
+
+The composition root of a run: configuration -> run directory -> simulator (if any) -> cache and
+budget (preloaded with what earlier sessions spent) -> gateway (preflight: every endpoint answers
+and accepts its key before anything is spent) -> journal -> optimizer, with live progress, a
+stats sampler and a signal watcher beside it -> results.json and report.html.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+import structlog
+
+from pipeline import logs
+from pipeline.budget import Budget
+from pipeline.cache import SqliteCache, open_sqlite_cache
+from pipeline.config import RunConfig, build_jobs, load_config, with_simulator_url
+from pipeline.display import choose_mode, show_progress, summary_table, totals_from
+from pipeline.errors import ConfigError, LLMError
+from pipeline.gateway import Gateway, open_gateway
+from pipeline.jobs import Job, JobResult, RunResult, RunTotals
+from pipeline.journal import Journal, open_journal, read_journal
+from pipeline.optimizer import OptimizerRun
+from pipeline.report import write_report
+from pipeline.results import Counters, RunMeta, counters_of, results_document, write_json
+from pipeline.rundir import RunDir, prepare
+from pipeline.sim.server import open_simulator
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+STATS_INTERVAL_S = 1.0
+log = structlog.get_logger("gpo.run")
+
+
+@dataclass(slots=True)
+class Session:
+    """One invocation of ``gpo run`` on a run directory."""
+
+    config: RunConfig
+    rundir: RunDir
+    jobs: list[Job]
+    json: bool = False
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    started_mono: float = field(default_factory=time.monotonic)
+    started_at: str = field(
+        default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    )
+    interrupted: bool = False
+    previous: Counters = field(default_factory=Counters)
+
+
+def open_session(
+    config_path: Path, *, run_dir: Path | None, budget_usd: float | None, json: bool
+) -> Session:
+    """Everything that can be checked before the event loop does anything: ConfigError if not."""
+    config = load_config(config_path)
+    if budget_usd is not None:
+        if budget_usd < 0:
+            raise ConfigError(f"--budget-usd: expected a number >= 0, found {budget_usd}")
+        config = dataclasses.replace(
+            config, budget=dataclasses.replace(config.budget, usd=budget_usd)
+        )
+    jobs = build_jobs(config)
+    target = run_dir or config.run_dir or Path("runs") / config.path.stem
+    return Session(config=config, rundir=prepare(target, config), jobs=jobs, json=json)
+
+
+async def run_session(session: Session) -> int:
+    """Run (or resume) the session's run; the exit code."""
+    with logs.to_file(session.rundir.logs, json=session.json):
+        async with _simulated(session.config) as config:
+            history, other = read_journal(session.rundir.journal)
+            session.previous = previous_counters(other)
+            async with open_sqlite_cache(session.rundir.cache) as cache:
+                budget = Budget(run_caps=config.budget, on_spend=cache.note_spend)
+                budget.preload(await cache.load_spend())
+                async with open_gateway(config.endpoints, budget=budget, cache=cache) as gw:
+                    await _preflight(gw, config)
+                    return await _optimize(session, config, gw, cache, history)
+
+
+@asynccontextmanager
+async def _simulated(config: RunConfig) -> AsyncIterator[RunConfig]:
+    if config.simulator is None or not config.simulated:
+        yield config
+        return
+    async with open_simulator(config.simulator) as sim:
+        yield with_simulator_url(config, sim.base_url)
+
+
+async def _preflight(gateway: Gateway, config: RunConfig) -> None:
+    real = [e.name for e in config.endpoints if e.name not in config.simulated]
+    try:
+        await gateway.preflight(real)
+    except LLMError as exc:
+        raise ConfigError(f"endpoint {exc.endpoint!r} is not usable: {exc}") from None
+
+
+async def _optimize(
+    session: Session,
+    config: RunConfig,
+    gateway: Gateway,
+    cache: SqliteCache,
+    history: dict[str, Any],
+) -> int:
+    async with open_journal(session.rundir.journal) as journal:
+        journal.append(
+            {
+                "event": "run_started",
+                "run_id": session.rundir.run_id,
+                "resumed": session.rundir.resumed,
+            }
+        )
+        run = OptimizerRun(
+            gateway, session.jobs, config.settings, observer=journal, history=history
+        )
+        result = await _supervise(session, run, gateway, journal)
+        status = _status(session, result)
+        journal.append(stats_event(gateway))
+        journal.append({"event": "run_ended", "status": status})
+    await cache.flush()
+    jobs = result.jobs if result else run.job_results()
+    _write_outputs(session, gateway, jobs, status)
+    _print_summary(session, jobs, gateway)
+    return _exit_code(status, jobs)
+
+
+async def _supervise(
+    session: Session, run: OptimizerRun, gateway: Gateway, journal: Journal
+) -> RunResult | None:
+    result: RunResult | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, session, tg.cancel_scope)
+        tg.start_soon(_sample_stats, gateway, journal)
+        mode = choose_mode(sys.stderr, json=session.json)
+        started = time.monotonic()
+        tg.start_soon(
+            lambda: show_progress(
+                run.events(),
+                lambda: totals_from(gateway, started=started, now=time.monotonic()),
+                total_jobs=len(session.jobs),
+                mode=mode,
+            )
+        )
+        result = await run.run()
+        tg.cancel_scope.cancel()
+    return result
+
+
+async def _watch_signals(session: Session, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            session.interrupted = True
+            log.warning("run_interrupted", signal=signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+async def _sample_stats(gateway: Gateway, journal: Journal) -> None:
+    while True:
+        await anyio.sleep(STATS_INTERVAL_S)
+        journal.append(stats_event(gateway))
+
+
+def stats_event(gateway: Gateway) -> dict[str, Any]:
+    endpoints = {
+        name: {
+            "requests": s.requests,
+            "rate_limited": s.rate_limited,
+            "retries": s.retries_total,
+            "cost_usd": s.cost_usd,
+            "input_tokens": s.input_tokens,
+            "output_tokens": s.output_tokens,
+            "cache_hits": s.cache_hits,
+        }
+        for name, s in gateway.statistics().items()
+    }
+    return {"event": "stats", "spent_usd": gateway.budget.state().spent_usd, "endpoints": endpoints}
+
+
+def previous_counters(events: list[dict[str, Any]]) -> Counters:
+    """HTTP activity of earlier sessions: the last stats sample before each later start."""
+    total, last = Counters(), Counters()
+    for event in events:
+        if event.get("event") == "run_started":
+            total, last = total + last, Counters()
+        elif event.get("event") == "stats":
+            last = _counters_of_sample(event)
+    return total + last
+
+
+def _counters_of_sample(event: dict[str, Any]) -> Counters:
+    rows = [r for r in event.get("endpoints", {}).values() if isinstance(r, dict)]
+    return Counters(
+        calls=sum(int(r.get("requests", 0)) for r in rows),
+        cache_hits=sum(int(r.get("cache_hits", 0)) for r in rows),
+        retries=sum(int(r.get("retries", 0)) for r in rows),
+        input_tokens=sum(int(r.get("input_tokens", 0)) for r in rows),
+        output_tokens=sum(int(r.get("output_tokens", 0)) for r in rows),
+    )
+
+
+def _status(session: Session, result: RunResult | None) -> str:
+    if session.interrupted or result is None:
+        return "interrupted"
+    if any(j.status == "budget_exhausted" for j in result.jobs):
+        return "budget_exhausted"
+    return "finished" if all(j.status == "finished" for j in result.jobs) else "failed"
+
+
+def _exit_code(status: str, jobs: tuple[JobResult, ...]) -> int:
+    return {
+        "interrupted": EXIT_INTERRUPTED,
+        "budget_exhausted": EXIT_BUDGET,
+        "failed": EXIT_ERROR,
+    }.get(status, EXIT_OK)
+
+
+def _write_outputs(
+    session: Session, gateway: Gateway, jobs: tuple[JobResult, ...], status: str
+) -> None:
+    config = session.config
+    meta = RunMeta(
+        run_id=session.rundir.run_id,
+        started_at=session.started_at,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        status=status,
+        config_path=str(config.path),
+        strategy=config.settings.strategy.describe(),
+    )
+    stats = gateway.statistics()
+    document = results_document(
+        jobs,
+        meta=meta,
+        budget=gateway.budget,
+        caps=config.budget,
+        counters=session.previous + counters_of(stats),
+        wall_s=time.monotonic() - session.started_mono,
+        endpoints=stats,
+    )
+    write_json(session.rundir.results, document)
+    write_report(session.rundir.path)
+
+
+def _print_summary(session: Session, jobs: tuple[JobResult, ...], gateway: Gateway) -> None:
+    counters = session.previous + counters_of(gateway.statistics())
+    totals = RunTotals(
+        **dataclasses.asdict(counters),
+        cost_usd=gateway.budget.state().spent_usd,
+        wall_s=time.monotonic() - session.started_mono,
+    )
+    print(summary_table(RunResult(jobs=jobs, totals=totals)), file=session.out)
+    print(
+        f"\nresults: {session.rundir.results}\nreport:  {session.rundir.report}", file=session.out
+    )
