@@ -30,6 +30,7 @@ from pipeline.values import (
     TransportReply,
     Usage,
 )
+from pipeline.wire_common import load_object, to_int
 
 MAX_TEMPERATURE = 1.0
 NO_EMBEDDINGS = (
@@ -111,7 +112,7 @@ def _check_sendable(request: ChatRequest) -> None:
 def parse_chat(
     body: bytes, headers: Mapping[str, str], *, endpoint: str, now: float
 ) -> TransportReply:
-    data = _load(body, endpoint)
+    data = load_object(body, endpoint)
     try:
         text = _text(data["content"])
     except (KeyError, TypeError, AttributeError) as exc:
@@ -143,13 +144,13 @@ def _text(content: Any) -> str:
 def _usage(raw: object) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    given = _int(raw.get("input_tokens"))
+    given = to_int(raw.get("input_tokens"))
     if given is None:
         return None
     cached = sum(
-        _int(raw.get(k)) or 0 for k in ("cache_creation_input_tokens", "cache_read_input_tokens")
+        to_int(raw.get(k)) or 0 for k in ("cache_creation_input_tokens", "cache_read_input_tokens")
     )
-    return Usage(input_tokens=given + cached, output_tokens=_int(raw.get("output_tokens")) or 0)
+    return Usage(input_tokens=given + cached, output_tokens=to_int(raw.get("output_tokens")) or 0)
 
 
 def parse_limits(headers: Mapping[str, str], *, now: float) -> RateLimitInfo:
@@ -176,8 +177,8 @@ def parse_limits(headers: Mapping[str, str], *, now: float) -> RateLimitInfo:
 
 def _window(headers: Mapping[str, str], name: str, now: float) -> _Window:
     return (
-        _int(headers.get(f"{_PREFIX}{name}-limit")),
-        _int(headers.get(f"{_PREFIX}{name}-remaining")),
+        to_int(headers.get(f"{_PREFIX}{name}-limit")),
+        to_int(headers.get(f"{_PREFIX}{name}-remaining")),
         reset_seconds(headers.get(f"{_PREFIX}{name}-reset"), now=now),
     )
 
@@ -203,24 +204,3 @@ def reset_seconds(raw: str | None, *, now: float) -> float | None:
     if moment.tzinfo is None:
         return None
     return max(0.0, moment.timestamp() - now)
-
-
-def _load(body: bytes, endpoint: str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedResponse(
-            f"unparseable JSON body: {exc}", endpoint=endpoint, maybe_billed=True
-        ) from None
-    if not isinstance(data, dict):
-        raise MalformedResponse("JSON body is not an object", endpoint=endpoint, maybe_billed=True)
-    return data
-
-
-def _int(raw: object) -> int | None:
-    if raw is None or isinstance(raw, bool):
-        return None
-    try:
-        return int(float(raw))  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return None

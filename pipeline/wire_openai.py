@@ -24,6 +24,7 @@ from pipeline.values import (
     TransportReply,
     Usage,
 )
+from pipeline.wire_common import load_object, to_int
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
@@ -75,7 +76,7 @@ def embeddings_body(request: EmbeddingRequest) -> bytes:
 
 
 def parse_chat(body: bytes, headers: Mapping[str, str], *, endpoint: str) -> TransportReply:
-    data = _load(body, endpoint)
+    data = load_object(body, endpoint)
     try:
         raw = sorted(data["choices"], key=lambda c: c.get("index", 0))
         choices = tuple(_choice(c) for c in raw)
@@ -94,7 +95,7 @@ def parse_chat(body: bytes, headers: Mapping[str, str], *, endpoint: str) -> Tra
 
 
 def parse_embeddings(body: bytes, headers: Mapping[str, str], *, endpoint: str) -> EmbeddingReply:
-    data = _load(body, endpoint)
+    data = load_object(body, endpoint)
     try:
         items = sorted(data["data"], key=lambda d: d.get("index", 0))
         vectors = tuple(tuple(float(x) for x in item["embedding"]) for item in items)
@@ -111,11 +112,11 @@ def parse_limits(headers: Mapping[str, str]) -> RateLimitInfo:
     """OpenAI's ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers."""
     h = headers.get
     return RateLimitInfo(
-        limit_requests=_int(h("x-ratelimit-limit-requests")),
-        remaining_requests=_int(h("x-ratelimit-remaining-requests")),
+        limit_requests=to_int(h("x-ratelimit-limit-requests")),
+        remaining_requests=to_int(h("x-ratelimit-remaining-requests")),
         reset_requests_s=parse_duration(h("x-ratelimit-reset-requests")),
-        limit_tokens=_int(h("x-ratelimit-limit-tokens")),
-        remaining_tokens=_int(h("x-ratelimit-remaining-tokens")),
+        limit_tokens=to_int(h("x-ratelimit-limit-tokens")),
+        remaining_tokens=to_int(h("x-ratelimit-remaining-tokens")),
         reset_tokens_s=parse_duration(h("x-ratelimit-reset-tokens")),
     )
 
@@ -137,18 +138,6 @@ def parse_duration(raw: str | None) -> float | None:
     return sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
-def _load(body: bytes, endpoint: str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedResponse(
-            f"unparseable JSON body: {exc}", endpoint=endpoint, maybe_billed=True
-        ) from None
-    if not isinstance(data, dict):
-        raise MalformedResponse("JSON body is not an object", endpoint=endpoint, maybe_billed=True)
-    return data
-
-
 def _choice(raw: Mapping[str, Any]) -> Choice:
     message = raw.get("message") or {}
     content = message.get("content") if isinstance(message, dict) else None
@@ -160,19 +149,10 @@ def _choice(raw: Mapping[str, Any]) -> Choice:
 def _usage(raw: object, output_key: str | None) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    prompt = _int(raw.get("prompt_tokens"))
+    prompt = to_int(raw.get("prompt_tokens"))
     if prompt is None:
         return None
-    output = _int(raw.get(output_key)) if output_key else 0
+    output = to_int(raw.get(output_key)) if output_key else 0
     if output is None:  # incomplete usage: treat as unknown, the budget keeps the reservation
         return None
     return Usage(input_tokens=prompt, output_tokens=output)
-
-
-def _int(raw: object) -> int | None:
-    if raw is None or isinstance(raw, bool):
-        return None
-    try:
-        return int(float(raw))  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):  # OverflowError: "inf", "1e400"
-        return None
