@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
+import anyio
 import orjson
 import structlog
 
@@ -107,6 +108,7 @@ class Gateway:
         self._clock = clock
         self._rng = rng
         self._chat_flights: SingleFlight[Completion] = SingleFlight()
+        self._idle = anyio.Event()
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -123,6 +125,22 @@ class Gateway:
         Raises the endpoint's error (``AuthenticationFailed``, ``ConnectionFailed``, ...)."""
         for name in endpoints if endpoints is not None else self.endpoints:
             await self._endpoint(name).transport.check()
+
+    def hold(self) -> None:
+        """Start no new HTTP request on any endpoint (requests in flight go on)."""
+        for ep in self._endpoints.values():
+            ep.limiter.hold()
+
+    @property
+    def in_flight(self) -> int:
+        """HTTP requests sent and not yet answered, over every endpoint."""
+        return sum(ep.stats.in_flight for ep in self._endpoints.values())
+
+    async def drained(self) -> None:
+        """Return once no HTTP request is in flight."""
+        while self.in_flight:
+            self._idle = anyio.Event()
+            await self._idle.wait()
 
     def limiter(self, endpoint: str) -> EndpointLimiter:
         return self._endpoint(endpoint).limiter
@@ -294,6 +312,8 @@ class Gateway:
             reply = await call()
         finally:
             ep.stats.in_flight -= 1
+            if not ep.stats.in_flight:
+                self._idle.set()
         ep.stats.latencies.append(self._clock.now() - sent_at)
         return reply
 

@@ -101,6 +101,8 @@ class EndpointLimiter:
         self._slots = anyio.Semaphore(max_in_flight, fast_acquire=True)
         self._paused_until = 0.0
         self.pauses = 0
+        self._open = anyio.Event()
+        self._open.set()
         self._rpm_cfg, self._tpm_cfg = rpm, tpm
         self._rpm: AsyncLimiter | None = None
         self._rpm_value: float | None = None
@@ -120,7 +122,13 @@ class EndpointLimiter:
                 if self._tpm is not None:
                     await self._tpm.acquire(tokens)
                 await self._wait_pause()  # a 429 may have paused the endpoint meanwhile
+            await self._open.wait()
             yield
+
+    def hold(self) -> None:
+        """Send nothing more: new requests wait here until cancelled (a graceful stop lets the
+        requests already sent finish, so that they are paid once and cached)."""
+        self._open = anyio.Event()
 
     def settle_tokens(self, reserved: int, used: int) -> None:
         """Give back what a request reserved but did not use."""

@@ -38,6 +38,7 @@ from pipeline.sim.server import open_simulator
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 STATS_INTERVAL_S = 1.0
+DRAIN_TIMEOUT_S = 30.0
 log = structlog.get_logger("gpo.run")
 
 
@@ -137,32 +138,51 @@ async def _optimize(
 async def _supervise(
     session: Session, run: OptimizerRun, gateway: Gateway, journal: Journal
 ) -> RunResult | None:
+    """Run the optimizer with progress, stats and signals beside it. A signal cancels the run;
+    the display then reads the end of the event stream and draws its last frame."""
     result: RunResult | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, session, tg.cancel_scope)
-        tg.start_soon(_sample_stats, gateway, journal)
-        mode = choose_mode(sys.stderr, json=session.json)
-        started = time.monotonic()
-        tg.start_soon(
-            lambda: show_progress(
-                run.events(),
-                lambda: totals_from(gateway, started=started, now=time.monotonic()),
-                total_jobs=len(session.jobs),
-                mode=mode,
-            )
-        )
-        result = await run.run()
-        tg.cancel_scope.cancel()
+    run_scope = anyio.CancelScope()
+    async with anyio.create_task_group() as helpers:
+        helpers.start_soon(_watch_signals, session, gateway, run_scope)
+        helpers.start_soon(_sample_stats, gateway, journal)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_show, session, run, gateway)
+            with run_scope:
+                result = await run.run()
+        helpers.cancel_scope.cancel()
     return result
 
 
-async def _watch_signals(session: Session, scope: anyio.CancelScope) -> None:
+async def _show(session: Session, run: OptimizerRun, gateway: Gateway) -> None:
+    started = time.monotonic()
+    await show_progress(
+        run.events(),
+        lambda: totals_from(gateway, started=started, now=time.monotonic()),
+        total_jobs=len(session.jobs),
+        mode=choose_mode(sys.stderr, json=session.json),
+    )
+
+
+async def _watch_signals(session: Session, gateway: Gateway, scope: anyio.CancelScope) -> None:
+    """The first SIGINT/SIGTERM stops sending and lets requests in flight finish (so they are
+    paid once, cached and counted), then cancels the run; a second one cancels at once."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             session.interrupted = True
             log.warning("run_interrupted", signal=signal.Signals(signum).name)
+            gateway.hold()
+            with anyio.move_on_after(DRAIN_TIMEOUT_S):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_cancel_on_signal, signals, tg.cancel_scope)
+                    await gateway.drained()
+                    tg.cancel_scope.cancel()
             scope.cancel()
             return
+
+
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+    await signals.__anext__()
+    scope.cancel()
 
 
 async def _sample_stats(gateway: Gateway, journal: Journal) -> None:
