@@ -64,6 +64,14 @@ def prepare(path: Path, config: RunConfig) -> RunDir:
     digest = config_digest(config)
     meta = path / "run.json"
     if meta.exists():
+        if not _started(path):
+            # Earlier sessions stopped before the run started (a preflight failed): nothing was
+            # journaled or spent, so there is nothing to mix and this configuration replaces theirs.
+            try:
+                shutil.copyfile(config.path, path / "config.toml")
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot write the run directory: {exc}") from None
+            write_json(path / "digest.json", digest)
         return _reopen(path, digest)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -98,6 +106,11 @@ def _reopen(path: Path, digest: dict[str, Any]) -> RunDir:
             "Use another --run-dir for the new configuration."
         )
     return RunDir(path=path, run_id=str(meta["run_id"]), resumed=True)
+
+
+def _started(path: Path) -> bool:
+    journal = path / "journal.jsonl"
+    return journal.exists() and journal.stat().st_size > 0
 
 
 def _now() -> str:

@@ -21,18 +21,34 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 
 _HELP = "run the OpenAI-compatible simulator (rate limits, faults, seeded answers)"
+_EXAMPLES = """examples:
+  gpo sim --port 8000                              serve on http://127.0.0.1:8000/v1
+  gpo sim --port 8000 --rpm 600 --latency-ms 50    with a rate limit and latency
+  gpo sim --faults '429=0.05,reset=0.01'           with injected faults
+"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the ``sim`` subcommand, dispatching to :func:`serve`."""
-    parser = subparsers.add_parser("sim", help=_HELP, description=_HELP)
+    parser = subparsers.add_parser(
+        "sim",
+        help=_HELP,
+        description=_HELP,
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_arguments(parser)
     parser.set_defaults(handler=serve)
 
 
 def main_sim(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (without a subcommand) and serve; the exit code."""
-    parser = argparse.ArgumentParser(prog="gpo sim", description=_HELP)
+    parser = argparse.ArgumentParser(
+        prog="gpo sim",
+        description=_HELP,
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_arguments(parser)
     args = parser.parse_args(argv)
     return anyio.run(serve, args)
