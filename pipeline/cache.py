@@ -176,7 +176,7 @@ class SqliteCache:
         self._reads: _GroupRunner[str, dict[str, bytes]] = _GroupRunner(self._get, lock)
         self._writes: _GroupRunner[_Write, None] = _GroupRunner(self._put, lock)
         self._lock = lock
-        self._spend: list[_Write] = []
+        self._spend: dict[str, list[int]] = {}
 
     async def get_many(self, keys: list[str]) -> dict[str, bytes]:
         if self._keys is not None:
@@ -198,7 +198,10 @@ class SqliteCache:
         """Record spend (a :class:`~pipeline.budget.Budget` ``on_spend`` hook); it is committed
         with the next write, which for a successful call is its own response's, before the call
         returns. :meth:`flush` commits it at once."""
-        self._spend.extend([("s", scope, pusd, tokens) for scope in scopes])
+        for scope in scopes:  # summed per scope until the next commit: a few rows per group
+            total = self._spend.setdefault(scope, [0, 0])
+            total[0] += pusd
+            total[1] += tokens
 
     async def flush(self) -> None:
         """Commit recorded spend, and writes whose callers were cancelled, not yet committed."""
@@ -213,8 +216,8 @@ class SqliteCache:
         return await anyio.to_thread.run_sync(self._count, limiter=self._lock)
 
     def _take_spend(self) -> list[_Write]:
-        taken, self._spend = self._spend, []
-        return taken
+        taken, self._spend = self._spend, {}
+        return [("s", scope, pusd, tokens) for scope, (pusd, tokens) in taken.items()]
 
     def _get(self, keys: list[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
