@@ -8,11 +8,10 @@ retry with backoff -> usage settlement -> cache write. See DESIGN.md section 3.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import anyio
 import orjson
@@ -26,6 +25,7 @@ from pipeline.errors import ConfigError, LLMError, MalformedResponse, RateLimite
 from pipeline.http import open_http_transport
 from pipeline.limits import EndpointLimiter
 from pipeline.retry import delay_s
+from pipeline.samples import chat_identity, decode_choice, derive_seed, encode_choice
 from pipeline.singleflight import SingleFlight
 from pipeline.stats import EndpointStatistics, StatsRecorder
 from pipeline.tokens import max_input_tokens, max_text_tokens, typical_input_tokens
@@ -155,7 +155,7 @@ class Gateway:
             model=request.model or ep.config.model,
             max_tokens=request.max_tokens or ep.config.default_max_tokens,
         )
-        digest = request_digest(_chat_identity(ep, req))
+        digest = request_digest(chat_identity(ep.config.kind, req))
         completion, shared = await self._chat_flights.run(
             sample_key(digest, -req.n), lambda: self._chat(ep, req, digest, job)
         )
@@ -208,14 +208,14 @@ class Gateway:
         start = self._clock.now()
         keys = [sample_key(digest, i) for i in range(req.n)]
         found = await self._cache.get_many(keys)
-        choices: list[Choice | None] = [_decode_choice(found.get(k)) for k in keys]
+        choices: list[Choice | None] = [decode_choice(found.get(k)) for k in keys]
         tally = _Tally()
         missing = [i for i, c in enumerate(choices) if c is None]
         if not missing:
             ep.stats.cache_hits += 1
         while missing:
             got = await self._fetch(ep, req, missing, job, tally)
-            await self._cache.put_many({keys[i]: _encode_choice(c) for i, c in got.items()})
+            await self._cache.put_many({keys[i]: encode_choice(c) for i, c in got.items()})
             for i, choice in got.items():
                 choices[i] = choice
             missing = missing[len(got) :]
@@ -365,38 +365,6 @@ class Gateway:
         except KeyError:
             known = ", ".join(self._endpoints) or "none"
             raise ConfigError(f"unknown endpoint {name!r} (configured: {known})") from None
-
-
-def derive_seed(seed: int | None, index: int) -> int | None:
-    """The seed for a request whose first sample is ``index`` (top-ups must not repeat samples)."""
-    if seed is None or index == 0:
-        return seed
-    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def _chat_identity(ep: _Endpoint, req: ChatRequest) -> dict[str, Any]:
-    return {
-        "kind": ep.config.kind,
-        "model": req.model,
-        "messages": [[m.role, m.content] for m in req.messages],
-        "temperature": req.temperature,
-        "top_p": req.top_p,
-        "max_tokens": req.max_tokens,
-        "seed": req.seed,
-        "stop": list(req.stop),
-    }
-
-
-def _encode_choice(choice: Choice) -> bytes:
-    return orjson.dumps({"text": choice.text, "finish_reason": choice.finish_reason})
-
-
-def _decode_choice(raw: bytes | None) -> Choice | None:
-    if raw is None:
-        return None
-    data = orjson.loads(raw)
-    return Choice(text=data["text"], finish_reason=data["finish_reason"])
 
 
 @asynccontextmanager

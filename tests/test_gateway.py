@@ -12,7 +12,8 @@ from pipeline.budget import Budget, Caps
 from pipeline.cache import MemoryCache, open_sqlite_cache
 from pipeline.endpoint import RetryPolicy
 from pipeline.fake import FakeTransport
-from pipeline.gateway import derive_seed, open_gateway
+from pipeline.gateway import open_gateway
+from pipeline.samples import derive_seed
 from pipeline.tokens import max_input_tokens
 from pipeline.values import (
     ChatRequest,
