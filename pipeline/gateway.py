@@ -275,7 +275,7 @@ class Gateway:
                 if isinstance(exc, RateLimited):
                     ep.limiter.pause(wait, reason="429")
                 if attempt < policy.max_attempts:  # no wait, and no retry counted, after the last
-                    await self._before_retry(ep, exc, attempt, wait)
+                    await self._before_retry(ep, exc, attempt, wait, job)
         ep.stats.failures += 1
         raise RetriesExhausted(
             f"gave up after {policy.max_attempts} attempts: {last}", endpoint=ep.name
@@ -345,12 +345,15 @@ class Gateway:
             self.budget.release(reservation)
             ep.limiter.settle_tokens(cost.limiter_tokens, 0)
 
-    async def _before_retry(self, ep: _Endpoint, exc: LLMError, attempt: int, wait: float) -> None:
+    async def _before_retry(
+        self, ep: _Endpoint, exc: LLMError, attempt: int, wait: float, job: str | None
+    ) -> None:
         reason = getattr(exc, "reason", "transient")
         ep.stats.retried(reason)
         log.info(
             "llm_retry",
             endpoint=ep.name,
+            job=job,
             reason=reason,
             status=exc.status,
             attempt=attempt,

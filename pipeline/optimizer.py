@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -36,13 +36,12 @@ from pipeline.jobs import (
     build_context,
 )
 from pipeline.journal import JobHistory
-from pipeline.progress import EventSink, JobState, unstarted
+from pipeline.progress import EventSink, JobState, RunObserver, unstarted
 from stages.evaluation import Call, Evaluation, serve_calls
 from stages.generation import Generation
 from stages.messages import (
     Direction,
     EvalRequest,
-    Evaluated,
     EvaluationInput,
     JobFailed,
     JobId,
@@ -54,18 +53,6 @@ from stages.messages import (
 from stages.pool import Stage
 from stages.refinement import Refinement
 from stages.retrieval import Retrieval
-
-
-class RunObserver(Protocol):
-    """Told of every job's progress at step boundaries (the run journal is one)."""
-
-    def job_started(self, job: str, initial: Evaluated, keep_outputs: bool) -> None: ...
-
-    def job_stepped(self, job: str, outcome: StepOutcome, keep_outputs: bool) -> None: ...
-
-    def job_tested(self, job: str, scores: dict[str, float]) -> None: ...
-
-    def job_ended(self, job: str, status: str, error: str | None) -> None: ...
 
 
 class OptimizerRun:
@@ -98,6 +85,7 @@ class OptimizerRun:
         self._done = anyio.Event()
         self._result: RunResult | None = None
         self._stopped = False
+        self._queues: dict[str, MemoryObjectReceiveStream[Any]] = {}
 
     async def events(self) -> AsyncIterator[ProgressEvent]:
         """Progress events until the run ends (nothing once it has ended). Events are buffered
@@ -108,6 +96,15 @@ class OptimizerRun:
         with stream:
             async for event in stream:
                 yield event
+
+    def queue_depths(self) -> dict[str, int]:
+        """Messages buffered or waiting to be sent, per stage input (``calls``: the evaluation
+        fan-out). Bounded by design: a growing number means that stage is the bottleneck."""
+        depths = {}
+        for name, stream in self._queues.items():
+            stats = stream.statistics()
+            depths[name] = stats.current_buffer_used + stats.tasks_waiting_send
+        return depths
 
     async def result(self) -> RunResult:
         await self._done.wait()
@@ -131,6 +128,13 @@ class OptimizerRun:
         to_generate, generate_in = anyio.create_memory_object_stream[MetaPrompt](buf)
         to_evaluate, evaluate_in = anyio.create_memory_object_stream[EvaluationInput](buf)
         to_runner, inbox = anyio.create_memory_object_stream[RunnerInput](buf)
+        self._queues.update(
+            retrieval=retrieve_in,
+            refinement=refine_in,
+            generation=generate_in,
+            evaluation=evaluate_in,
+            runner=inbox,
+        )
         gw = self._gateway
         async with anyio.create_task_group() as tg:
             tg.start_soon(
@@ -164,6 +168,7 @@ class OptimizerRun:
         calls_send, calls_receive = anyio.create_memory_object_stream[Call](
             self._settings.buffer_size
         )
+        self._queues["calls"] = calls_receive
         async with anyio.create_task_group() as tg:
             with calls_receive:
                 for _ in range(self._settings.call_workers):
@@ -182,7 +187,7 @@ class OptimizerRun:
         to_evaluate: MemoryObjectSendStream[EvaluationInput],
         inbox: MemoryObjectReceiveStream[RunnerInput],
     ) -> None:
-        self._out = _Outbox(to_retrieve, to_evaluate)
+        self._to_retrieve, self._to_evaluate = to_retrieve, to_evaluate
         pending = deque(enumerate(self._jobs))
         active = 0
         while pending or active:
@@ -213,7 +218,7 @@ class OptimizerRun:
         self._sink.publish(JobStarted(job=job.name, total_steps=ctx.total_steps))
         if job.name in self._history:
             return await self._resume(state, self._history[job.name])
-        await self._out.evaluate(
+        await self._to_evaluate.send(
             EvalRequest(context=ctx, purpose="initial", prompts=(ctx.initial_prompt,), split="dev")
         )
         return 1
@@ -224,7 +229,7 @@ class OptimizerRun:
             self._publish_finish(state)
             return 0
         if not state.trajectory:
-            await self._out.evaluate(
+            await self._to_evaluate.send(
                 EvalRequest(
                     context=state.context,
                     purpose="initial",
@@ -259,12 +264,12 @@ class OptimizerRun:
     async def _advance(self, state: JobState) -> bool:
         ctx = state.context
         if state.steps_done < ctx.total_steps:
-            await self._out.retrieve(state.ticket())
+            await self._to_retrieve.send(state.ticket())
             return False
         prompts = state.final_prompts()
         if not ctx.splits.test:
             return self._finish(state)
-        await self._out.evaluate(
+        await self._to_evaluate.send(
             EvalRequest(context=ctx, purpose="test", prompts=prompts, split="test")
         )
         return False
@@ -358,22 +363,6 @@ class OptimizerRun:
         )
         jobs = self.job_results()
         return RunResult(jobs=jobs, totals=totals, events_dropped=self._sink.dropped)
-
-
-class _Outbox:
-    def __init__(
-        self,
-        to_retrieve: MemoryObjectSendStream[StepTicket],
-        to_evaluate: MemoryObjectSendStream[EvaluationInput],
-    ) -> None:
-        self._retrieve = to_retrieve
-        self._evaluate = to_evaluate
-
-    async def retrieve(self, ticket: StepTicket) -> None:
-        await self._retrieve.send(ticket)
-
-    async def evaluate(self, request: EvalRequest) -> None:
-        await self._evaluate.send(request)
 
 
 @asynccontextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -14,6 +15,18 @@ from pipeline.journal import JobHistory
 from stages.edits import normalize_prompt
 from stages.messages import Entry, Evaluated, JobContext, StepOutcome, StepRecord, StepTicket
 from stages.metaprompt import ShownPrompt
+
+
+class RunObserver(Protocol):
+    """Told of every job's progress at step boundaries (the run journal is one)."""
+
+    def job_started(self, job: str, initial: Evaluated, keep_outputs: bool) -> None: ...
+
+    def job_stepped(self, job: str, outcome: StepOutcome, keep_outputs: bool) -> None: ...
+
+    def job_tested(self, job: str, scores: dict[str, float]) -> None: ...
+
+    def job_ended(self, job: str, status: str, error: str | None) -> None: ...
 
 
 class EventSink:

@@ -77,6 +77,7 @@ def open_session(
 
 async def run_session(session: Session) -> int:
     """Run (or resume) the session's run; the exit code."""
+    structlog.contextvars.bind_contextvars(run_id=session.rundir.run_id)
     with logs.to_file(session.rundir.logs, json=session.json):
         async with _simulated(session.config) as config:
             history, other = read_journal(session.rundir.journal)
@@ -144,7 +145,7 @@ async def _supervise(
     run_scope = anyio.CancelScope()
     async with anyio.create_task_group() as helpers:
         helpers.start_soon(_watch_signals, session, gateway, run_scope)
-        helpers.start_soon(_sample_stats, gateway, journal)
+        helpers.start_soon(_sample_stats, gateway, journal, run)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_show, session, run, gateway)
             with run_scope:
@@ -185,10 +186,10 @@ async def _cancel_on_signal(signals: AsyncIterator[int], scope: anyio.CancelScop
     scope.cancel()
 
 
-async def _sample_stats(gateway: Gateway, journal: Journal) -> None:
+async def _sample_stats(gateway: Gateway, journal: Journal, run: OptimizerRun) -> None:
     while True:
         await anyio.sleep(STATS_INTERVAL_S)
-        journal.append(stats_event(gateway))
+        journal.append({**stats_event(gateway), "queues": run.queue_depths()})
 
 
 def stats_event(gateway: Gateway) -> dict[str, Any]:

@@ -598,3 +598,19 @@ async def test_events_after_the_end_are_an_empty_stream() -> None:
                 await run.result()
             late = [event async for event in run.events()]
     assert late == []
+
+
+async def test_queue_depths_show_the_evaluation_fan_out_backing_up() -> None:
+    llm = FakeLLM(delay=0.01, default_quality=50)
+    seen: list[int] = []
+    with anyio.fail_after(30):
+        async with (
+            fake_gateway(llm) as gateway,
+            open_optimizer(gateway, [job("a", count=40, dev=32)], settings(call_workers=1)) as run,
+        ):
+            await anyio.sleep(0.2)  # the initial evaluation: 32 calls through one worker
+            seen.append(run.queue_depths()["calls"])
+            depths = run.queue_depths()
+            await run.result()
+    assert set(depths) == {"retrieval", "refinement", "generation", "evaluation", "runner", "calls"}
+    assert seen[0] > 0
