@@ -21,7 +21,14 @@ from pipeline.budget import Budget, Reservation
 from pipeline.cache import MemoryCache, ResponseCache, cache_key, request_digest, sample_key
 from pipeline.clock import Clock, SystemClock
 from pipeline.endpoint import EndpointConfig
-from pipeline.errors import ConfigError, LLMError, MalformedResponse, RateLimited, RetriesExhausted
+from pipeline.errors import (
+    ConfigError,
+    LLMError,
+    MalformedResponse,
+    NotFound,
+    RateLimited,
+    RetriesExhausted,
+)
 from pipeline.http import open_http_transport
 from pipeline.limits import EndpointLimiter
 from pipeline.retry import delay_s
@@ -122,9 +129,13 @@ class Gateway:
 
     async def preflight(self, endpoints: Sequence[str] | None = None) -> None:
         """Check every endpoint (or those named) answers and accepts its key, before any spend.
-        Raises the endpoint's error (``AuthenticationFailed``, ``ConnectionFailed``, ...)."""
+        Raises the endpoint's error (``AuthenticationFailed``, ``ConnectionFailed``, ...); a
+        server without ``/models`` (404) is reachable, so it passes."""
         for name in endpoints if endpoints is not None else self.endpoints:
-            await self._endpoint(name).transport.check()
+            try:
+                await self._endpoint(name).transport.check()
+            except NotFound:
+                log.info("preflight_without_models", endpoint=name)
 
     def hold(self) -> None:
         """Start no new HTTP request on any endpoint (requests in flight go on)."""

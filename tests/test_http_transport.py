@@ -90,3 +90,19 @@ async def test_a_refused_connection_is_retryable_and_not_billed() -> None:
         await transport.aclose()
     assert info.value.retryable
     assert not info.value.maybe_billed
+
+
+async def test_preflight_passes_a_server_without_models_and_stops_a_dead_one(
+    server: TestServer,
+) -> None:
+    from pipeline.gateway import open_gateway
+
+    alive = config(str(server.make_url("/v1")))  # no GET /models route: 404
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = EndpointConfig(name="dead", model="m", base_url=f"http://127.0.0.1:{port}/v1")
+    async with open_gateway([alive, dead]) as gateway:
+        await gateway.preflight(["t"])
+        with pytest.raises(ConnectionFailed):
+            await gateway.preflight(["dead"])
