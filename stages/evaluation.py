@@ -139,6 +139,12 @@ class Evaluation:
             raise failure
         return scored
 
+    async def _recover(self, ctx: JobContext, reused: Evaluated) -> Evaluated:
+        """A reused prompt's per-example answers, for the next step's reflection: asked again,
+        its calls come from the response cache (the score stays the one first measured)."""
+        again = (await self.evaluate(ctx, (reused.prompt,), "dev"))[0]
+        return Evaluated(prompt=reused.prompt, score=reused.score, outcomes=again.outcomes)
+
     async def _prefetch_embeddings(self, ctx: JobContext, prompts: tuple[str, ...]) -> None:
         assert ctx.embedding_endpoint is not None
         with contextlib.suppress(GpoError):  # retrieval asks again, and fails properly, if need be
@@ -167,6 +173,8 @@ class Evaluation:
         score_of = {normalize_prompt(e.prompt): e for e in scored}
         records = tuple(_record(c, score_of, seen) for c in batch.candidates)
         selected = _select(records, score_of, ticket.current)
+        if not selected.outcomes and ticket.context.strategy.reflection and records:
+            selected = await self._recover(ticket.context, selected)
         record = StepRecord(
             step=ticket.step,
             word_budget=batch.meta.word_budget,

@@ -3,6 +3,7 @@ scores (mean correctness x 100), where the prompt goes, reuse of scored prompts,
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +40,7 @@ from stages.messages import (
     StepTicket,
 )
 from stages.metaprompt import ShownPrompt
+from stages.strategy import strategy
 from tests.fakes import endpoint_config, open_test_gateway
 
 _ASKED = re.compile(r"What is (\d+) \+ 1\?")
@@ -266,4 +268,33 @@ async def test_a_step_with_no_candidates_stays_on_the_current_prompt() -> None:
 
     assert isinstance(outcome, StepOutcome)
     assert outcome.selected is current
+    assert transport.requests == []
+
+
+async def test_a_reused_selection_gets_its_answers_back_for_reflection() -> None:
+    reflecting = dataclasses.replace(context(dev=4), strategy=strategy("apo"))
+    current = Evaluated(prompt="Current.", score=20.0, outcomes=())
+    batch = step(reflecting, current, {"Seen. [right=0]": 60.0}, "seen. [right=0]")
+    transport = FakeTransport(chat=answer)
+
+    async with evaluation(transport) as stage:
+        outcome = await stage.handle(batch)
+
+    assert isinstance(outcome, StepOutcome)
+    assert outcome.selected.score == 60.0  # the score first measured is kept
+    assert len(outcome.selected.outcomes) == 4
+    assert not any(o.correct for o in outcome.selected.outcomes)  # [right=0]: all wrong
+    assert outcome.evaluated == ()  # nothing new was scored
+
+
+async def test_without_reflection_a_reused_selection_costs_no_call() -> None:
+    current = Evaluated(prompt="Current.", score=20.0, outcomes=())
+    batch = step(context(dev=4), current, {"Seen.": 60.0}, "seen")
+    transport = FakeTransport(chat=answer)
+
+    async with evaluation(transport) as stage:
+        outcome = await stage.handle(batch)
+
+    assert isinstance(outcome, StepOutcome)
+    assert outcome.selected.outcomes == ()
     assert transport.requests == []
