@@ -81,6 +81,34 @@ class LimitState:
     tokens_available: float | None
 
 
+PROBE_REQUESTS = 8
+"""Requests an endpoint with no configured limits gets before its first answer, whose headers
+(if any) say what its limits are: a run does not open with a burst the server refuses."""
+
+
+class _Probe:
+    """At most ``size`` requests at once until :meth:`open`; no limit after it (or at all when
+    ``size`` is None)."""
+
+    def __init__(self, size: int | None) -> None:
+        self._size = size
+        self._gate = anyio.Semaphore(size) if size else None
+
+    async def __aenter__(self) -> None:
+        if self._gate is not None:
+            await self._gate.acquire()
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._gate is not None:
+            self._gate.release()
+
+    def open(self) -> None:
+        if self._gate is not None:
+            gate, self._gate = self._gate, None
+            for _ in range(gate.statistics().tasks_waiting):  # wake every waiter
+                gate.release()
+
+
 class EndpointLimiter:
     """Admission control for one endpoint; shared by every job that uses the endpoint."""
 
@@ -103,6 +131,8 @@ class EndpointLimiter:
         self.pauses = 0
         self._open = anyio.Event()
         self._open.set()
+        unlimited = rpm is None and tpm is None
+        self._probe = _Probe(min(PROBE_REQUESTS, max_in_flight) if unlimited else None)
         self._rpm_cfg, self._tpm_cfg = rpm, tpm
         self._rpm: AsyncLimiter | None = None
         self._rpm_value: float | None = None
@@ -114,7 +144,7 @@ class EndpointLimiter:
     @asynccontextmanager
     async def slot(self, tokens: int) -> AsyncIterator[None]:
         """Hold admission for one HTTP request expected to use ``tokens`` tokens."""
-        async with self._slots:
+        async with self._slots, self._probe:
             async with self._fifo:
                 await self._wait_pause()
                 if self._rpm is not None:
@@ -145,6 +175,7 @@ class EndpointLimiter:
 
     def observe(self, info: RateLimitInfo) -> None:
         """Learn and tighten limits from a response's rate-limit headers."""
+        self._probe.open()
         if info.empty:
             return
         self._learn(info)

@@ -308,3 +308,47 @@ async def test_a_request_takes_no_rate_capacity_while_it_waits_for_a_slot() -> N
         assert limiter.state().tokens_available == 9
         release.set()
     assert limiter.state().tokens_available == 4
+
+
+async def test_an_unlimited_endpoint_sends_a_few_probes_until_its_first_answer() -> None:
+    limiter = EndpointLimiter(rpm=None, tpm=None, max_in_flight=50, clock=SystemClock())
+    inside = 0
+    release = anyio.Event()
+
+    async def request() -> None:
+        nonlocal inside
+        async with limiter.slot(1):
+            inside += 1
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(request)
+        await let_run()
+        probing = inside
+        limiter.observe(RateLimitInfo())  # the first answer came back, with or without headers
+        await let_run()
+        opened = inside
+        release.set()
+    assert probing == 8
+    assert opened == 20
+
+
+async def test_configured_limits_need_no_probing() -> None:
+    limiter = EndpointLimiter(rpm=6000, tpm=None, max_in_flight=50, clock=SystemClock())
+    inside = 0
+    release = anyio.Event()
+
+    async def request() -> None:
+        nonlocal inside
+        async with limiter.slot(1):
+            inside += 1
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(request)
+        await let_run()
+        entered = inside
+        release.set()
+    assert entered == 20
