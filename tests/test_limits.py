@@ -310,8 +310,9 @@ async def test_a_request_takes_no_rate_capacity_while_it_waits_for_a_slot() -> N
     assert limiter.state().tokens_available == 4
 
 
-async def test_an_unlimited_endpoint_sends_a_few_probes_until_its_first_answer() -> None:
-    limiter = EndpointLimiter(rpm=None, tpm=None, max_in_flight=50, clock=SystemClock())
+async def entered(limiter: EndpointLimiter, requests: int, *, answer: bool) -> tuple[int, int]:
+    """How many of ``requests`` concurrent requests got a slot at once, and how many after the
+    first answer is observed (when ``answer``)."""
     inside = 0
     release = anyio.Event()
 
@@ -322,33 +323,23 @@ async def test_an_unlimited_endpoint_sends_a_few_probes_until_its_first_answer()
             await release.wait()
 
     async with anyio.create_task_group() as tg:
-        for _ in range(20):
+        for _ in range(requests):
             tg.start_soon(request)
         await let_run()
-        probing = inside
-        limiter.observe(RateLimitInfo())  # the first answer came back, with or without headers
-        await let_run()
-        opened = inside
+        before = inside
+        if answer:
+            limiter.observe(RateLimitInfo())  # the first answer, with or without headers
+            await let_run()
+        after = inside
         release.set()
-    assert probing == 8
-    assert opened == 20
+    return before, after
+
+
+async def test_an_unlimited_endpoint_sends_a_few_probes_until_its_first_answer() -> None:
+    limiter = EndpointLimiter(rpm=None, tpm=None, max_in_flight=50, clock=SystemClock())
+    assert await entered(limiter, 20, answer=True) == (8, 20)
 
 
 async def test_configured_limits_need_no_probing() -> None:
     limiter = EndpointLimiter(rpm=6000, tpm=None, max_in_flight=50, clock=SystemClock())
-    inside = 0
-    release = anyio.Event()
-
-    async def request() -> None:
-        nonlocal inside
-        async with limiter.slot(1):
-            inside += 1
-            await release.wait()
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(20):
-            tg.start_soon(request)
-        await let_run()
-        entered = inside
-        release.set()
-    assert entered == 20
+    assert await entered(limiter, 20, answer=False) == (20, 20)
