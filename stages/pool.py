@@ -11,13 +11,13 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
 import anyio
-import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from pipeline._log import get_logger
 from pipeline.errors import GpoError
 from stages.messages import JobFailed, JobId
 
-log = structlog.get_logger("gpo.stages")
+log = get_logger("gpo.stages")
 
 
 class _HasJob(Protocol):

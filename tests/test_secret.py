@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import copy
+import logging
 import pickle
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from structlog.testing import capture_logs
 
 from pipeline import errors as e
+from pipeline._log import EVENT_ATTR
 from pipeline.fake import FakeTransport
 from pipeline.gateway import open_gateway
 from pipeline.http import open_http_transport
@@ -24,6 +25,16 @@ from pipeline.values import ChatRequest
 from tests.fakes import FakeClock, Scripted, endpoint_config, open_test_gateway
 
 KEY = "sk-test-5ecr3t-a1b2c3d4e5f6"
+
+
+@contextmanager
+def capture_logs(caplog: pytest.LogCaptureFixture) -> Iterator[list[dict[str, Any]]]:
+    """Every ``gpo`` log event of the block: its fields and its message as a host would see it."""
+    events: list[dict[str, Any]] = []
+    with caplog.at_level(logging.DEBUG, logger="gpo"):
+        yield events
+    records = [r for r in caplog.records if EVENT_ATTR in r.__dict__]
+    events.extend({**r.__dict__[EVENT_ATTR], "message": r.getMessage()} for r in records)
 
 
 def test_repr_and_str_mask_the_value() -> None:
@@ -63,10 +74,10 @@ def test_endpoint_config_repr_hides_the_key() -> None:
     assert config.api_key.reveal() == KEY
 
 
-async def test_gateway_errors_and_logs_never_show_the_key() -> None:
+async def test_gateway_errors_and_logs_never_show_the_key(caplog: pytest.LogCaptureFixture) -> None:
     config = endpoint_config(api_key=Secret(KEY))
     fake = FakeTransport(chat=Scripted(*(e.ServerError("busy", endpoint="ep") for _ in range(9))))
-    with capture_logs() as logs:
+    with capture_logs(caplog) as logs:
         async with open_test_gateway(fake, config=config) as gw:
             with pytest.raises(e.RetriesExhausted) as info:
                 await gw.chat("ep", ChatRequest.of("Hi"))
@@ -127,10 +138,12 @@ async def test_http_transport_repr_hides_the_key() -> None:
         await transport.aclose()
 
 
-async def test_the_key_is_sent_but_not_shown_in_errors_or_logs() -> None:
+async def test_the_key_is_sent_but_not_shown_in_errors_or_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with _serving() as server:
         config = endpoint_config(api_key=Secret(KEY), base_url=server.url)
-        with capture_logs() as logs:
+        with capture_logs(caplog) as logs:
             async with open_gateway([config], clock=FakeClock(), rng=random.Random(0)) as gw:
                 with pytest.raises(e.AuthenticationFailed) as info:
                     await gw.chat("ep", ChatRequest.of("Hi"))

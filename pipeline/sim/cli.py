@@ -11,8 +11,8 @@ import signal
 import sys
 
 import anyio
-import structlog
 
+from pipeline._log import get_logger
 from pipeline.errors import ConfigError
 from pipeline.sim.faults import FaultSpec
 from pipeline.sim.server import Replier, SimConfig, load_brain, open_simulator
@@ -74,7 +74,7 @@ async def _serve_until_signal(config: SimConfig, brain: Replier) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_simulator(config, brain=brain) as simulator:
             print(f"listening on {simulator.base_url}", flush=True)
-            structlog.get_logger().info("sim_listening", base_url=simulator.base_url)
+            get_logger("gpo.sim").info("sim_listening", base_url=simulator.base_url)
             async for _ in signals:
                 break
 
