@@ -1,16 +1,21 @@
 """Per-endpoint admission: pause gate, requests/min, tokens/min and requests in flight.
 
 Order for each HTTP request: concurrency slot -> wait out an endpoint-wide pause (set by a 429 or
-by headers that say nothing is left) -> requests/min (aiolimiter) -> tokens/min (a token bucket
-with reservation and settlement) -> send at once. The slot comes first so that a request leaves
-the moment its rate capacity is granted: capacity taken while waiting for a slot would bunch
-requests into bursts the server's own bucket refuses. The rate steps run one caller at a time
-behind a FIFO lock, so a request for many tokens is never starved by a stream of small ones
-(aiolimiter alone is not FIFO).
+by headers that say nothing is left) -> requests/min (aiolimiter), then tokens/min (a token
+bucket on the injected clock; tokens are reserved, then settled to usage) -> send at once. The
+slot comes first so that a request leaves the moment its rate capacity is granted: capacity taken
+while waiting for a slot would bunch requests into bursts the server's own bucket refuses. The
+rate steps run one caller at a time behind a FIFO lock, so a request for many tokens is never
+starved by a stream of small ones.
 
-Limits are quantized to ``burst_s`` windows, as providers enforce them (12,000 RPM behaves like
-200 requests per second). Unconfigured limits are learned from ``x-ratelimit-limit-*`` headers;
-configured ones are only ever tightened, never raised, by what a server says.
+Providers enforce a per-minute limit as a bucket holding ``burst_s`` of refill (12,000 RPM behaves
+like 200 requests per second). Our buckets refill at the same rate but hold only
+:data:`SERVER_SHARE` of that, so at the limit the server's bucket keeps the rest as a margin:
+requests that reach it up to ``(1 - SERVER_SHARE) * burst_s`` out of step with their sending
+(network and scheduling jitter) still find it non-empty. Only the opening burst is smaller; the
+sustained rate is the limit. Unconfigured limits are learned from ``x-ratelimit-limit-*``
+headers (keeping the same margin below what the server says remains); configured ones are only
+ever tightened, never raised, by what a server says.
 """
 
 from __future__ import annotations
@@ -20,22 +25,34 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
-import structlog
 from aiolimiter import AsyncLimiter
 
+from pipeline._log import get_logger
 from pipeline.clock import Clock
 from pipeline.values import RateLimitInfo
 
-log = structlog.get_logger("gpo.limits")
+log = get_logger("gpo.limits")
+
+SERVER_SHARE = 0.5
+"""The share of a server's bucket (``burst_s`` of refill) that an endpoint's buckets hold."""
+
+_ROUNDING = 1e-9
+"""A refill this close to what is needed (relative to the capacity) counts as complete."""
 
 
 class TokenBucket:
-    """Capacity ``rate * burst_s`` refilling at ``rate`` per second, on an injected clock."""
+    """Refills at ``rate = per_minute / 60`` per second, on an injected clock, and holds
+    ``share`` of the server's bucket of ``rate * burst_s`` (at least one unit); the rest of the
+    server's bucket is the ``margin``."""
 
-    def __init__(self, per_minute: float, *, clock: Clock, burst_s: float = 1.0) -> None:
+    def __init__(
+        self, per_minute: float, *, clock: Clock, burst_s: float = 1.0, share: float = 1.0
+    ) -> None:
         self.per_minute = per_minute
         self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate * burst_s)
+        server = max(1.0, self.rate * burst_s)
+        self.capacity = max(1.0, server * share)
+        self.margin = server - self.capacity
         self._clock = clock
         self._level = self.capacity
         self._stamp = clock.now()
@@ -52,8 +69,8 @@ class TokenBucket:
         it is neither refused nor under-counted.
         """
         need = min(amount, self.capacity)
-        while self.available < need:
-            await self._clock.sleep((need - self._level) / self.rate)
+        while (missing := need - self.available) > _ROUNDING * self.capacity:
+            await self._clock.sleep(missing / self.rate)
         self._level -= amount
 
     def refund(self, amount: float) -> None:
@@ -61,14 +78,40 @@ class TokenBucket:
         self._level = min(self.capacity, self._level + amount)
 
     def tighten(self, remaining: float) -> None:
-        """The server says only ``remaining`` is left: never believe we have more."""
+        """The server says only ``remaining`` is left: never believe we have more than that,
+        less the margin."""
         self._refill()
-        self._level = min(self._level, remaining)
+        self._level = min(self._level, remaining - self.margin)
 
     def _refill(self) -> None:
         now = self._clock.now()
         self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
         self._stamp = now
+
+
+class RequestLimiter:
+    """Requests per minute on aiolimiter's leaky bucket (the event loop's clock), holding
+    ``share`` of the server's bucket of ``per_minute / 60 * burst_s`` requests; the rest is the
+    ``margin``."""
+
+    def __init__(self, per_minute: float, *, burst_s: float = 1.0, share: float = 1.0) -> None:
+        self.per_minute = per_minute
+        server = max(1.0, per_minute / 60.0 * burst_s)
+        self.capacity = max(1.0, server * share)
+        self.margin = server - self.capacity
+        self._limiter = AsyncLimiter(
+            max_rate=self.capacity, time_period=self.capacity * 60.0 / per_minute
+        )
+        self._debt = 0.0
+
+    async def acquire(self) -> None:
+        debt, self._debt = min(self._debt, self.capacity - 1), 0.0
+        await self._limiter.acquire(1 + debt)
+
+    def tighten(self, remaining: float) -> None:
+        """The server says only ``remaining`` requests are left: a new limiter starts full, so
+        the next request also takes what the server no longer has, less the margin."""
+        self._debt = max(0.0, self.capacity - (remaining - self.margin))
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,12 +177,8 @@ class EndpointLimiter:
         unlimited = rpm is None and tpm is None
         self._probe = _Probe(min(PROBE_REQUESTS, max_in_flight) if unlimited else None)
         self._rpm_cfg, self._tpm_cfg = rpm, tpm
-        self._rpm: AsyncLimiter | None = None
-        self._rpm_value: float | None = None
-        self._rpm_debt = 0.0
-        self._tpm: TokenBucket | None = None
-        self._set_rpm(rpm)
-        self._set_tpm(tpm)
+        self._rpm = None if rpm is None else self._new_request_limiter(rpm)
+        self._tpm = None if tpm is None else self._new_bucket(tpm)
 
     @asynccontextmanager
     async def slot(self, tokens: int) -> AsyncIterator[None]:
@@ -148,7 +187,7 @@ class EndpointLimiter:
             async with self._fifo:
                 await self._wait_pause()
                 if self._rpm is not None:
-                    await self._rpm.acquire(1 + self._take_rpm_debt())
+                    await self._rpm.acquire()
                 if self._tpm is not None:
                     await self._tpm.acquire(tokens)
                 await self._wait_pause()  # a 429 may have paused the endpoint meanwhile
@@ -186,9 +225,9 @@ class EndpointLimiter:
 
     def state(self) -> LimitState:
         return LimitState(
-            rpm=self._rpm_value,
+            rpm=self._rpm.per_minute if self._rpm else None,
             tpm=self._tpm.per_minute if self._tpm else None,
-            rpm_learned=self._rpm_cfg is None and self._rpm_value is not None,
+            rpm_learned=self._rpm_cfg is None and self._rpm is not None,
             tpm_learned=self._tpm_cfg is None and self._tpm is not None,
             paused_for_s=max(0.0, self._paused_until - self._clock.now()),
             tokens_available=self._tpm.available if self._tpm else None,
@@ -196,38 +235,27 @@ class EndpointLimiter:
 
     def _learn(self, info: RateLimitInfo) -> None:
         limit_rpm, limit_tpm = info.limit_requests, info.limit_tokens
-        if limit_rpm and (self._rpm_value is None or limit_rpm < self._rpm_value):
+        if limit_rpm and (self._rpm is None or limit_rpm < self._rpm.per_minute):
             log.info("rate_limit_learned", kind="requests", per_minute=limit_rpm)
-            self._set_rpm(float(limit_rpm))
-            if self._rpm is not None and info.remaining_requests is not None:
-                # a new limiter starts full; the server's bucket is as empty as it says
-                self._rpm_debt = max(0.0, self._rpm.max_rate - info.remaining_requests)
-        current_tpm = self._tpm.per_minute if self._tpm else None
-        if limit_tpm and (current_tpm is None or limit_tpm < current_tpm):
+            self._rpm = self._new_request_limiter(limit_rpm)
+            if info.remaining_requests is not None:
+                # a new bucket starts full; the server's is as empty as it says
+                self._rpm.tighten(info.remaining_requests)
+        if limit_tpm and (self._tpm is None or limit_tpm < self._tpm.per_minute):
             log.info("rate_limit_learned", kind="tokens", per_minute=limit_tpm)
-            self._set_tpm(float(limit_tpm))
-
-    def _take_rpm_debt(self) -> float:
-        assert self._rpm is not None
-        debt, self._rpm_debt = min(self._rpm_debt, self._rpm.max_rate - 1), 0.0
-        return debt
+            self._tpm = self._new_bucket(limit_tpm)
 
     def _one_request_refill(self, info: RateLimitInfo) -> float:
         per_request = 60.0 / info.limit_requests if info.limit_requests else 1.0
         reset = info.reset_requests_s if info.reset_requests_s is not None else per_request
         return min(reset, per_request)
 
-    def _set_rpm(self, rpm: float | None) -> None:
-        self._rpm_value = rpm
-        if rpm is None:
-            self._rpm = None
-            return
-        capacity = max(1.0, rpm / 60.0 * self._burst_s)
-        self._rpm = AsyncLimiter(max_rate=capacity, time_period=capacity * 60.0 / rpm)
+    def _new_request_limiter(self, per_minute: float) -> RequestLimiter:
+        return RequestLimiter(float(per_minute), burst_s=self._burst_s, share=SERVER_SHARE)
 
-    def _set_tpm(self, tpm: float | None) -> None:
-        self._tpm = (
-            None if tpm is None else TokenBucket(tpm, clock=self._clock, burst_s=self._burst_s)
+    def _new_bucket(self, per_minute: float) -> TokenBucket:
+        return TokenBucket(
+            float(per_minute), clock=self._clock, burst_s=self._burst_s, share=SERVER_SHARE
         )
 
     async def _wait_pause(self) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import random
 
 import anyio
 import pytest
 
 from pipeline.clock import SystemClock
 from pipeline.limits import EndpointLimiter, TokenBucket
+from pipeline.sim.limits import RateLimiter
 from pipeline.values import RateLimitInfo
 from tests.fakes import FakeClock, let_run
 
@@ -77,12 +78,81 @@ async def test_refund_returns_tokens_up_to_capacity() -> None:
     assert bucket.available == 10.0
 
 
+def test_a_bucket_holding_a_share_of_the_servers_keeps_the_rest_as_a_margin() -> None:
+    bucket = TokenBucket(600, clock=FakeClock(), share=0.5)  # the server's bucket holds 10
+    assert (bucket.capacity, bucket.margin, bucket.available) == (5.0, 5.0, 5.0)
+    bucket.tighten(7)  # the server has 7 left: 5 of them stay its margin
+    assert bucket.available == 2.0
+
+
 def test_tighten_lowers_the_level_but_never_raises_it() -> None:
     bucket = TokenBucket(600, clock=FakeClock())
     bucket.tighten(3)
     assert bucket.available == 3.0
     bucket.tighten(8)
     assert bucket.available == 3.0
+
+
+# --- EndpointLimiter: a margin below the server's bucket --------------------------------------
+
+
+async def sent_at_full_speed(
+    lim: EndpointLimiter, clock: FakeClock | SystemClock, count: int, tokens: int
+) -> list[float]:
+    """When each of ``count`` requests of ``tokens`` tokens was let through, one after another."""
+    sent: list[float] = []
+    for _ in range(count):
+        async with lim.slot(tokens):
+            sent.append(clock.now())
+    return sent
+
+
+def refused_by_server(
+    sent: list[float], *, jitter_s: float, rpm: float | None, tpm: float | None, tokens: int
+) -> int:
+    """How many of the requests sent at ``sent`` a server with the same limits (the simulator's
+    buckets: one second of refill, starting full) refuses when each arrives up to ``jitter_s``
+    late (seeded), in the order they arrive."""
+    rng = random.Random(0)
+    clock = FakeClock()
+    server = RateLimiter(rpm=rpm, tpm=tpm, burst_s=1.0, clock=clock.now)
+    refused = 0
+    for arrival in sorted(at + rng.uniform(0, jitter_s) for at in sent):
+        clock.advance(arrival - clock.now())
+        refused += not server.admit(tokens).allowed
+    return refused
+
+
+async def test_at_the_configured_rpm_jitter_never_finds_the_servers_bucket_empty() -> None:
+    # requests/min run on aiolimiter, on the event loop's clock: real time, kept short; a slow
+    # machine only spreads the sends out, which the server's bucket takes more easily
+    clock = SystemClock()
+    lim = EndpointLimiter(rpm=600, tpm=None, max_in_flight=1000, clock=clock)
+    sent: list[float] = []
+    for _ in range(2):
+        sent += await sent_at_full_speed(lim, clock, 12, 1)
+        await anyio.sleep(1.2)
+    start = sent[0]
+    sent = [at - start for at in sent]
+    assert refused_by_server(sent, jitter_s=0.4, rpm=600, tpm=None, tokens=1) == 0
+
+
+@pytest.mark.parametrize(("rpm", "tpm", "tokens"), [(None, 60_000.0, 100)])
+async def test_at_the_configured_limit_jitter_never_finds_the_servers_bucket_empty(
+    rpm: float | None, tpm: float | None, tokens: int
+) -> None:
+    # 10 requests a second either way; the server's bucket holds 10. Load comes and goes: after
+    # each idle spell both buckets are full, and a burst from ours followed by requests at the
+    # rate would overfill the server's wherever the burst arrives late and the rest on time.
+    clock = FakeClock()
+    lim = limiter(clock, rpm=rpm, tpm=tpm, in_flight=1000)
+    sent: list[float] = []
+    for _ in range(5):
+        start = clock.now()
+        sent += (phase := await sent_at_full_speed(lim, clock, 40, tokens))
+        assert 40 / (phase[-1] - start) >= 10.0  # the configured rate, sustained
+        await clock.sleep(2.0)
+    assert refused_by_server(sent, jitter_s=0.4, rpm=rpm, tpm=tpm, tokens=tokens) == 0
 
 
 # --- EndpointLimiter: pause gate -------------------------------------------------------------
@@ -182,8 +252,8 @@ def test_requests_remaining_does_not_pause() -> None:
 
 async def test_remaining_tokens_tighten_the_token_bucket() -> None:
     clock = FakeClock()
-    lim = limiter(clock, tpm=6000)  # 100 tokens/s, capacity 100
-    lim.observe(RateLimitInfo(remaining_tokens=20))
+    lim = limiter(clock, tpm=6000)  # 100 tokens/s; the server's bucket holds 100, ours 50
+    lim.observe(RateLimitInfo(remaining_tokens=70))  # 50 of them stay the server's margin
     async with lim.slot(50):
         pass
     assert clock.sleeps == [pytest.approx(0.3)]
@@ -259,36 +329,28 @@ async def test_a_large_request_is_not_starved_by_later_small_ones() -> None:
     assert order == ["big", "small0", "small1", "small2", "small3", "small4"]
 
 
-async def test_rpm_limits_requests_on_the_real_loop_clock() -> None:
-    lim = EndpointLimiter(rpm=600, tpm=None, max_in_flight=100, clock=SystemClock())
-    start = time.monotonic()
-    for _ in range(10):
-        async with lim.slot(1):
-            pass
-    burst = time.monotonic() - start
-    for _ in range(5):
-        async with lim.slot(1):
-            pass
-    total = time.monotonic() - start
-    assert burst < 0.2  # one second's worth (10 requests) goes at once
-    assert total >= 0.4  # then 10 per second
+async def test_rpm_lets_half_the_servers_burst_through_at_once_then_the_rate() -> None:
+    clock = SystemClock()
+    lim = EndpointLimiter(rpm=600, tpm=None, max_in_flight=100, clock=clock)
+    # 10 a second; the server's bucket holds 10, ours 5: 5 at once, then 10 more at 10 a second
+    # (holding the server's whole bucket, the 15 would take 0.5 s)
+    sent = await sent_at_full_speed(lim, clock, 15, 1)
+    assert sent[-1] - sent[0] >= 0.9
 
 
 async def test_a_learned_request_limit_starts_as_empty_as_the_server_says() -> None:
-    limiter = EndpointLimiter(rpm=None, tpm=None, max_in_flight=50, clock=SystemClock())
-    # 1,200 RPM = 20 a second; the server has only 2 left in its bucket
-    limiter.observe(RateLimitInfo(limit_requests=1200, remaining_requests=2))
-    started = time.monotonic()
-    for _ in range(4):
-        async with limiter.slot(1):
-            pass
-    # 2 at once, then 2 more at 20 per second: at least ~0.1 s, not instantly
-    assert time.monotonic() - started >= 0.08
+    clock = SystemClock()
+    lim = EndpointLimiter(rpm=None, tpm=None, max_in_flight=50, clock=clock)
+    # 1,200 RPM = 20 a second: the server's bucket holds 20 (ours 10); it has 12 left, 10 of
+    # them its margin: 2 go at once, then 20 a second (started full, 6 would go at once)
+    lim.observe(RateLimitInfo(limit_requests=1200, remaining_requests=12))
+    sent = await sent_at_full_speed(lim, clock, 6, 1)
+    assert sent[-1] - sent[0] >= 0.18
 
 
 async def test_a_request_takes_no_rate_capacity_while_it_waits_for_a_slot() -> None:
     clock = FakeClock(manual=True)
-    limiter = EndpointLimiter(rpm=None, tpm=600, max_in_flight=1, clock=clock)  # 10 tokens
+    limiter = EndpointLimiter(rpm=None, tpm=1200, max_in_flight=1, clock=clock)  # 10 tokens
     release = anyio.Event()
 
     async def holder() -> None:

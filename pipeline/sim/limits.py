@@ -6,6 +6,11 @@ OpenAI states limits per minute but enforces them in sub-minute quanta (12,000 R
 configured bucket can pay for it; a refused request takes nothing. A request larger than a bucket's
 capacity (but within the per-minute limit) is admitted from a full bucket and leaves it in debt;
 one larger than the per-minute token limit is refused for good ("Request too large").
+
+Every response of a simulator with a limit carries all six ``x-ratelimit-*`` headers, as OpenAI's
+do; a limit that is not configured (only ``--rpm`` or only ``--tpm``) is reported as
+:data:`UNCONFIGURED_LIMIT` per minute, all of it remaining. Without any limit there are none, as
+from a self-hosted server.
 """
 
 from __future__ import annotations
@@ -20,9 +25,15 @@ Clock = Callable[[], float]
 """Monotonic seconds."""
 
 LimitKind = Literal["requests", "tokens"]
+_KINDS: tuple[LimitKind, ...] = ("requests", "tokens")
 
 DEFAULT_COMPLETION_TOKENS = 256
 """Completion tokens charged per choice at admission when a request sets no ``max_tokens``."""
+
+UNCONFIGURED_LIMIT = 1_000_000_000
+"""What the headers say of a limit that is not configured while the other one is: this many per
+minute, all of it remaining, reset ``0s``. A client learns it (a reported limit only ever tightens
+what a client believes) without being slowed: it is far beyond what the simulator can serve."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -142,18 +153,30 @@ class RateLimiter:
         return Admission(allowed=True, headers=self.headers())
 
     def headers(self) -> dict[str, str]:
-        """The ``x-ratelimit-*`` headers describing the buckets now (none when unlimited)."""
+        """All six ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers describing
+        the buckets now; a limit that is not configured reads as :data:`UNCONFIGURED_LIMIT`.
+        None at all when neither limit is configured."""
+        if not self._buckets:
+            return {}
         headers: dict[str, str] = {}
-        for kind, bucket in self._buckets.items():
-            headers[f"x-ratelimit-limit-{kind}"] = str(round(bucket.per_minute))
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level())))
-            headers[f"x-ratelimit-reset-{kind}"] = format_duration(bucket.time_to_full())
+        for kind in _KINDS:
+            limit, remaining, reset = _describe(self._buckets.get(kind))
+            headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
+            headers[f"x-ratelimit-reset-{kind}"] = format_duration(reset)
         return headers
 
     def _refusal(self, kind: LimitKind, wait: float | None, message: str) -> Admission:
         return Admission(
             allowed=False, headers=self.headers(), kind=kind, retry_after_s=wait, message=message
         )
+
+
+def _describe(bucket: TokenBucket | None) -> tuple[int, int, float]:
+    """A bucket's limit, what remains and seconds until full; of an absent one, unconfigured."""
+    if bucket is None:
+        return UNCONFIGURED_LIMIT, UNCONFIGURED_LIMIT, 0.0
+    return round(bucket.per_minute), max(0, math.floor(bucket.level())), bucket.time_to_full()
 
 
 def _reached(kind: LimitKind, bucket: TokenBucket, wait: float) -> str:

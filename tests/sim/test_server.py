@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
 
+from pipeline.sim.limits import UNCONFIGURED_LIMIT
 from pipeline.sim.server import SimConfig, Simulator, open_simulator
 from pipeline.sim.tokens import count_prompt_tokens, count_tokens
 
@@ -229,6 +230,40 @@ async def test_rate_limit_headers_only_when_limited() -> None:
     assert limited["x-ratelimit-limit-tokens"] == "60000"
     expected = 1000 - count_prompt_tokens([("user", "Hi there.")]) - 10
     assert limited["x-ratelimit-remaining-tokens"] == str(expected)
+
+
+RATE_LIMIT_HEADERS = {
+    f"x-ratelimit-{field}-{kind}"
+    for field in ("limit", "remaining", "reset")
+    for kind in ("requests", "tokens")
+}
+
+
+@pytest.mark.parametrize(
+    ("limits", "unconfigured"), [({"rpm": 600}, "tokens"), ({"tpm": 60_000}, "requests")]
+)
+async def test_one_configured_limit_still_gets_all_six_headers(
+    limits: dict[str, float], unconfigured: str
+) -> None:
+    async with running(**limits) as (sim, session):
+        _, _, ok = await post(session, sim, "chat/completions", chat_body(max_tokens=10))
+        embedded = await post(session, sim, "embeddings", {"model": "e", "input": "x"})
+    for headers in (ok, embedded[2]):
+        assert {name.lower() for name in headers if name.lower().startswith("x-ratelimit")} == (
+            RATE_LIMIT_HEADERS
+        )
+        # the limit that is not configured is reported as a large one that never runs out
+        assert headers[f"x-ratelimit-limit-{unconfigured}"] == str(UNCONFIGURED_LIMIT)
+        assert headers[f"x-ratelimit-remaining-{unconfigured}"] == str(UNCONFIGURED_LIMIT)
+        assert headers[f"x-ratelimit-reset-{unconfigured}"] == "0s"
+
+
+async def test_a_429_also_carries_all_six_headers() -> None:
+    async with running(rpm=60) as (sim, session):
+        await post(session, sim, "chat/completions", chat_body())
+        status, _, headers = await post(session, sim, "chat/completions", chat_body())
+    assert status == 429
+    assert {name.lower() for name in headers} >= RATE_LIMIT_HEADERS
 
 
 async def test_over_the_limit_gets_429_and_refusals_take_nothing() -> None:
