@@ -49,6 +49,7 @@ _JOB_KEYS: Final = (
     "placement",
     "dev_size",
     "test_size",
+    "small_splits",
     "budget_usd",
     "budget_tokens",
     *ENDPOINT_REFS,
@@ -73,6 +74,7 @@ class JobSpec:
     placement: Placement = "after"
     dev_size: int = 48
     test_size: int = 144
+    small_splits: bool = False
     budget: Caps | None = None
     task_endpoint: str
     optimizer_endpoint: str
@@ -203,6 +205,7 @@ def _job_settings(node: Node, ctx: JobDefaults) -> dict[str, Any]:
         "placement": node.choice("placement", PLACEMENTS, None),
         "dev_size": node.integer("dev_size", None, minimum=1),
         "test_size": node.integer("test_size", None, minimum=0),
+        "small_splits": node.boolean("small_splits", None),
     }
     return {
         **{k: v for k, v in values.items() if v is not None},

@@ -21,7 +21,7 @@ from pipeline.budget import Caps
 from pipeline.config_schema import Node, show
 from pipeline.endpoint import EndpointConfig, RetryPolicy
 from pipeline.errors import ConfigError
-from pipeline.pricing import Price
+from pipeline.pricing import FREE, Price
 from pipeline.secret import Secret
 from pipeline.sim.faults import FaultSpec
 from pipeline.sim.server import SimConfig
@@ -82,6 +82,7 @@ class EndpointSpec:
     key_env: str  # "" = the endpoint needs no key
     simulated: bool
     node: Node
+    key_set: bool  # the variable ``key_env`` is in the environment (maybe empty)
 
     @property
     def name(self) -> str:
@@ -92,13 +93,26 @@ class EndpointSpec:
         return "simulator" if self.simulated else self.config.kind
 
     def check_key(self) -> None:
-        """``ConfigError`` when the endpoint needs a key and its variable is unset or empty."""
-        if self.key_env and not self.config.api_key:
+        """``ConfigError`` when the endpoint needs a key and its variable is unset, empty, or
+        holds surrounding whitespace or a control character (which no HTTP header can carry).
+        The message never shows the key."""
+        if not self.key_env:
+            return
+        problem = _key_problem(self.config.api_key.reveal(), is_set=self.key_set)
+        if problem:
             raise self.node.error(
-                "api_key_env",
-                f"the environment variable {self.key_env} is not set (export it, or set "
-                'api_key_env = "" for a server that needs no key)',
+                "api_key_env", f"the environment variable {self.key_env} {problem}"
             )
+
+
+def _key_problem(key: str, *, is_set: bool) -> str | None:
+    if not is_set:
+        return 'is not set (export it, or set api_key_env = "" for a server that needs no key)'
+    if not key:
+        return "is set but empty"
+    if key != key.strip() or not key.isprintable():
+        return "holds a key with a trailing newline/whitespace or a control character; remove it"
+    return None
 
 
 def parse_endpoints(node: Node, env: Mapping[str, str]) -> dict[str, EndpointSpec]:
@@ -128,13 +142,17 @@ def parse_endpoint(node: Node, name: str, env: Mapping[str, str]) -> EndpointSpe
         "kind": "openai" if simulated else kind,
         "base_url": _base_url(node, kind, env),
         "api_key": Secret(env.get(key_env, "") if key_env else ""),
+        **({"price": FREE} if simulated else {}),  # the simulator bills nothing
         **_limits(node),
     }
     try:
         config = EndpointConfig(name=name, model=model, **values)
     except ConfigError as exc:  # already checked above; kept as a safety net
         raise node.error(None, str(exc)) from None
-    return EndpointSpec(config=config, key_env=key_env, simulated=simulated, node=node)
+    key_set = bool(key_env) and key_env in env
+    return EndpointSpec(
+        config=config, key_env=key_env, simulated=simulated, node=node, key_set=key_set
+    )
 
 
 def _limits(node: Node) -> dict[str, Any]:
@@ -147,7 +165,7 @@ def _limits(node: Node) -> dict[str, Any]:
         "supports_n": node.boolean("supports_n", _ABSENT),
         "default_max_tokens": node.integer("default_max_tokens", _ABSENT, minimum=1),
         "anthropic_version": node.string("anthropic_version", _ABSENT, empty=False),
-        "price": _price(node.table("price")) if node.has("price") else _ABSENT,
+        "price": _price(node) if node.has("price") else _ABSENT,
         "retry": _retry(node.table("retry")) if node.has("retry") else _ABSENT,
     }
     return present(values)
@@ -187,11 +205,34 @@ def _key_env(node: Node, kind: str) -> str:
     return name
 
 
-def _price(node: Node) -> Price:
-    node.only(("input_per_mtok", "output_per_mtok"))
+_PRICE_KEYS: Final = (
+    "input_per_mtok",
+    "output_per_mtok",
+    "cached_input_per_mtok",
+    "batch_input_per_mtok",
+    "batch_output_per_mtok",
+)
+
+
+def _price(endpoint: Node) -> Price:
+    """``price = "free"`` or ``price = { input_per_mtok = ..., output_per_mtok = ..., ... }``."""
+    raw = endpoint.data["price"]
+    if raw == "free":
+        return FREE
+    if not isinstance(raw, dict):
+        endpoint.fail(
+            "price", '"free" or a table { input_per_mtok = ..., output_per_mtok = ... }', raw
+        )
+    node = endpoint.table("price")
+    node.only(_PRICE_KEYS)
+    rate = {key: node.number(key, None) for key in _PRICE_KEYS}
     return Price(
-        input_per_mtok=node.number("input_per_mtok", 0.0),
-        output_per_mtok=node.number("output_per_mtok", 0.0),
+        input_per_mtok=rate["input_per_mtok"] or 0.0,
+        output_per_mtok=rate["output_per_mtok"] or 0.0,
+        cached_input_per_mtok=rate["cached_input_per_mtok"],
+        batch_input_per_mtok=rate["batch_input_per_mtok"],
+        batch_output_per_mtok=rate["batch_output_per_mtok"],
+        source="config",
     )
 
 

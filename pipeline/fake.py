@@ -32,7 +32,8 @@ def echo_reply(request: ChatRequest) -> TransportReply:
     choices = tuple(
         Choice(text=f"echo {i}: {last}", finish_reason="stop") for i in range(request.n)
     )
-    usage = Usage(input_tokens=len(last.split()) + 1, output_tokens=request.n * 3)
+    words = sum(len(c.text.split()) for c in choices)
+    usage = Usage(input_tokens=len(last.split()) + 1, output_tokens=words)
     return TransportReply(choices=choices, usage=usage, model=request.model)
 
 
@@ -58,6 +59,9 @@ class FakeTransport:
         return await _call(self._embed, request)
 
     async def check(self) -> None:
+        return None
+
+    async def check_route(self) -> None:
         return None
 
     async def aclose(self) -> None:

@@ -13,10 +13,12 @@ import aiohttp
 
 from pipeline.classify import error_for
 from pipeline.endpoint import EndpointConfig
-from pipeline.errors import ConnectionFailed, RequestTimeout
+from pipeline.errors import ConfigError, ConnectionFailed, LLMError, NotFound, RequestTimeout
 from pipeline.transport import Wire
 from pipeline.values import ChatRequest, EmbeddingReply, EmbeddingRequest, TransportReply
 from pipeline.wire_openai import OpenAIWire
+
+_NO_ROUTE = (404, 405)
 
 
 class HttpTransport:
@@ -58,6 +60,34 @@ class HttpTransport:
         """``GET /models``: free on OpenAI-compatible servers and Anthropic alike."""
         await self._request("GET", "/models", None)
 
+    async def check_route(self) -> None:
+        """POST the chat route a body without messages: a server rejects it (400, 422) before
+        any model runs, so it costs nothing; 404 or 405 means the route does not exist. An
+        embeddings-only server passes on its embeddings route. ``NotFound`` naming the URL."""
+        status = await self._route_status(self._wire.chat_path, b'{"messages": []}')
+        if status in _NO_ROUTE and not await self._serves_embeddings():
+            url = self._config.url + self._wire.chat_path
+            raise NotFound(
+                f"no chat route at {url} (HTTP {status}); check base_url (it usually ends in /v1)",
+                endpoint=self._config.name,
+            )
+
+    async def _serves_embeddings(self) -> bool:
+        if self._config.kind == "anthropic":  # no embeddings API
+            return False
+        status = await self._route_status(self._wire.embeddings_path, b'{"input": []}')
+        return status not in _NO_ROUTE
+
+    async def _route_status(self, path: str, payload: bytes) -> int | None:
+        """The HTTP status of an answer to ``payload`` at ``path`` (None: a 2xx)."""
+        try:
+            await self._post(path, payload)
+        except LLMError as exc:
+            if exc.status is None:  # no answer at all: the endpoint is not usable
+                raise
+            return exc.status
+        return None
+
     async def _post(self, path: str, payload: bytes) -> tuple[bytes, Mapping[str, str]]:
         return await self._request("POST", path, payload)
 
@@ -96,7 +126,15 @@ def _scrub(body: bytes, secret: str) -> bytes:
 async def open_http_transport(
     config: EndpointConfig, *, wall_clock: Callable[[], float] = time.time
 ) -> HttpTransport:
-    """Create the endpoint's session (inside the running event loop) and its transport."""
+    """Create the endpoint's session (inside the running event loop) and its transport.
+    ``ConfigError`` for a key no HTTP header can carry (surrounding whitespace, a control
+    character), naming the endpoint, never the key."""
+    key = config.api_key.reveal()
+    if key != key.strip() or not key.isprintable():
+        raise ConfigError(
+            f"endpoint {config.name!r}: the API key has a trailing newline/whitespace or a "
+            "control character; remove it"
+        )
     timeout = aiohttp.ClientTimeout(total=config.timeout_s, sock_connect=config.connect_timeout_s)
     connector = aiohttp.TCPConnector(limit=config.max_in_flight, limit_per_host=0)
     session = aiohttp.ClientSession(timeout=timeout, connector=connector, raise_for_status=False)

@@ -24,7 +24,11 @@ class Job:
     """One prompt to optimize on one task.
 
     ``examples`` are split by ``seed`` into exemplars (shown in meta-prompts), dev (scores every
-    candidate) and test (scored once at the end, for the initial and the final prompt).
+    candidate) and test (scored once at the end, for the initial and the final prompt). A job
+    with fewer examples than its splits ask for (exemplars + ``dev_size`` + ``test_size``) is
+    refused before anything is spent, unless ``small_splits``: then dev keeps its size as long
+    as one example is left for test, and test gets what remains (see
+    :func:`~pipeline.data.split_examples`).
     ``metric`` is a metric name, a :class:`~pipeline.metrics.Metric`, or None to pick one from
     the targets. Endpoints name entries of the gateway; the optimizer endpoint defaults to the
     task endpoint; without an embedding endpoint, relevance retrieval is lexical.
@@ -40,6 +44,7 @@ class Job:
     placement: Placement = "after"
     dev_size: int = 48
     test_size: int = 144
+    small_splits: bool = False
     strategy: Strategy | None = None
     budget: Caps | None = None
 
@@ -81,9 +86,28 @@ class OptimizerSettings:
             raise ConfigError(f"optimizer buffer_size: expected >= 0, found {self.buffer_size}")
 
 
+def check_splits(jobs: Sequence[Job], settings: OptimizerSettings) -> None:
+    """``ConfigError`` naming the first job with fewer examples than its splits ask for (and no
+    ``small_splits``): checked for every job before a run starts, so nothing is spent."""
+    for job in jobs:
+        _check_splits(job, (job.strategy or settings.strategy).exemplars)
+
+
+def _check_splits(job: Job, exemplars: int) -> None:
+    needed = exemplars + job.dev_size + job.test_size
+    if job.small_splits or len(job.examples) >= needed:
+        return
+    raise ConfigError(
+        f'job "{job.name}": needs {exemplars} exemplars + {job.dev_size} dev + '
+        f"{job.test_size} test = {needed} examples, found {len(job.examples)} (set smaller "
+        "dev_size/test_size, or small_splits = true to use what there is)"
+    )
+
+
 def build_context(job: Job, index: int, settings: OptimizerSettings) -> JobContext:
     """Validate a job and freeze what its stages need; raises ConfigError for bad data."""
     plan = job.strategy or settings.strategy
+    _check_splits(job, plan.exemplars)
     splits: Splits = split_examples(
         job.examples,
         seed=settings.seed,

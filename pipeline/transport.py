@@ -28,6 +28,11 @@ class Transport(Protocol):
         """Cheaply confirm the endpoint answers and accepts the key (no tokens spent)."""
         ...
 
+    async def check_route(self) -> None:
+        """Confirm the base URL leads to the API, with a request the server must reject (no
+        tokens spent). Raise ``NotFound`` naming the URL when it has no such route."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections. Idempotent."""
         ...

@@ -136,9 +136,14 @@ def finish_reason(stop_reason: object) -> str | None:
 
 
 def _text(content: Any) -> str:
+    """The text blocks joined. Without any (empty content, only tool use or thinking) there is
+    no answer to score or cache: ``KeyError``, so the reply is malformed and retried."""
     if not isinstance(content, list):
         raise TypeError(f"content is {type(content).__name__}, not a list")
-    return "".join(str(b["text"]) for b in content if b.get("type") == "text")
+    texts = [str(b["text"]) for b in content if b.get("type") == "text"]
+    if not texts:
+        raise KeyError("no text content block")
+    return "".join(texts)
 
 
 def _usage(raw: object) -> Usage | None:

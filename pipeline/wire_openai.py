@@ -1,8 +1,8 @@
 """OpenAI-compatible Chat Completions and Embeddings: request bodies and response parsing.
 
 Pure functions; :mod:`pipeline.http` does the I/O. Tolerates what compatible servers (vLLM,
-Ollama, LiteLLM, llama.cpp) do differently: missing ``usage``, fewer choices than ``n``, ``null``
-content.
+Ollama, LiteLLM, llama.cpp) do differently: missing ``usage``, fewer choices than ``n``. A choice
+with ``null`` content is a :class:`~pipeline.errors.MalformedResponse` (retried, never cached).
 """
 
 from __future__ import annotations
@@ -139,10 +139,15 @@ def parse_duration(raw: str | None) -> float | None:
 
 
 def _choice(raw: Mapping[str, Any]) -> Choice:
+    """A choice's text: ``message.content``, else the legacy ``text``. Without either (``null``
+    content, e.g. a refusal or a reasoning model out of tokens) there is no answer to score or
+    cache: ``KeyError``, so the reply is malformed and retried. ``""`` is a valid empty answer."""
     message = raw.get("message") or {}
     content = message.get("content") if isinstance(message, dict) else None
     if content is None:
-        content = raw.get("text") or ""
+        content = raw.get("text")
+    if content is None:
+        raise KeyError(f"choice {raw.get('index', 0)} has no content")
     return Choice(text=str(content), finish_reason=raw.get("finish_reason"))
 
 

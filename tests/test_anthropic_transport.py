@@ -192,3 +192,21 @@ async def test_embeddings_are_not_found_without_a_request(
 async def test_repr_hides_the_key(transport: HttpTransport) -> None:
     assert KEY not in repr(transport)
     assert "claude" in repr(transport)
+
+
+async def test_the_route_check_accepts_the_messages_route_and_sends_nothing_billable(
+    transport: HttpTransport, fake: FakeAnthropic
+) -> None:
+    await transport.check_route()  # the fake rejects the body with 400: the route exists
+    assert fake.received == []
+
+
+async def test_the_route_check_refuses_a_base_url_without_v1(fake: FakeAnthropic) -> None:
+    wrong = await open_http_transport(config(fake.url.removesuffix("/v1")))
+    try:
+        with pytest.raises(e.NotFound) as info:
+            await wrong.check_route()
+    finally:
+        await wrong.aclose()
+    assert f"no chat route at {fake.url.removesuffix('/v1')}/messages (HTTP 404)" in str(info.value)
+    assert_no_key(info.value)

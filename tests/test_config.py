@@ -31,6 +31,7 @@ SECRET = "sk-test-Secret-Value-0123456789"
 ANTHROPIC_SECRET = "sk-ant-test-Secret-Value-987654"
 ENV = {"OPENAI_API_KEY": SECRET, "ANTHROPIC_API_KEY": ANTHROPIC_SECRET}
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SMALL = "dev_size = 4\ntest_size = 4"  # splits that fit data.jsonl's 12 examples
 
 
 def doc(*, endpoint: str = "", optimizer: str = "", job: str = "", extra: str = "") -> str:
@@ -188,6 +189,32 @@ BAD = [
         env={"ANTHROPIC_API_KEY": ANTHROPIC_SECRET},
     ),
     Bad(
+        "empty API key",
+        doc(),
+        ("endpoints.openai.api_key_env: the environment variable OPENAI_API_KEY is set but empty",),
+        env={**ENV, "OPENAI_API_KEY": ""},
+    ),
+    *(
+        Bad(
+            f"API key with {what}",
+            doc(),
+            (
+                "endpoints.openai.api_key_env: the environment variable OPENAI_API_KEY holds a "
+                "key with a trailing newline/whitespace or a control character; remove it",
+            ),
+            env={**ENV, "OPENAI_API_KEY": key},
+        )
+        for what, key in (
+            ("a trailing newline", SECRET + "\n"),
+            ("a trailing CRLF", SECRET + "\r\n"),
+            ("a leading space", " " + SECRET),
+            ("only whitespace", "  "),
+            ("a tab inside", SECRET[:8] + "\t" + SECRET[8:]),
+            ("an escape character", SECRET + "\x1b"),
+            ("a zero-width space", SECRET + "\u200b"),
+        )
+    ),
+    Bad(
         "key instead of variable name",
         doc(endpoint=f'api_key_env = "{SECRET}"'),
         ("endpoints.openai.api_key_env: expected the name of the environment variable",),
@@ -288,6 +315,11 @@ BAD = [
         "bool budget",
         doc(job="budget_tokens = false"),
         ("jobs[0].budget_tokens: expected an integer >= 0, found false",),
+    ),
+    Bad(
+        "string small_splits",
+        doc(job='small_splits = "yes"'),
+        ('jobs[0].small_splits: expected true or false, found "yes"',),
     ),
 ]
 
@@ -396,10 +428,9 @@ def test_endpoint_settings_reach_the_endpoint(tmp_path: Path) -> None:
         False,
         256,
     )
-    assert (endpoint.effective_price.input_per_mtok, endpoint.effective_price.output_per_mtok) == (
-        1,
-        2,
-    )
+    price = endpoint.effective_price
+    assert price is not None
+    assert (price.input_per_mtok, price.output_per_mtok) == (1, 2)
     assert (endpoint.retry.max_attempts, endpoint.retry.cap_s) == (3, 1.0)
 
 
@@ -524,14 +555,39 @@ def test_caps_per_run_and_per_job(tmp_path: Path) -> None:
 
 
 def test_build_jobs_loads_the_data(tmp_path: Path) -> None:
-    (job,) = build_jobs(load(tmp_path, doc(job='metric = "yes_no"\nplacement = "system"')))
+    text = doc(job=f'metric = "yes_no"\nplacement = "system"\n{SMALL}')
+    (job,) = build_jobs(load(tmp_path, text))
     assert job.examples[0] == Example("Question 0?", "yes")
     assert (job.metric, job.placement, job.task_endpoint) == ("yes_no", "system", "openai")
 
 
 def test_build_jobs_picks_the_metric_from_the_data_on_auto(tmp_path: Path) -> None:
-    (job,) = build_jobs(load(tmp_path, doc()))
+    (job,) = build_jobs(load(tmp_path, doc(job=SMALL)))
     assert job.metric is None
+
+
+def test_build_jobs_refuses_a_job_with_fewer_examples_than_its_splits(tmp_path: Path) -> None:
+    config = load(tmp_path, doc(job="dev_size = 6\ntest_size = 4"))  # 12 examples, 3 + 6 + 4 asked
+    with pytest.raises(ConfigError) as caught:
+        build_jobs(config)
+    assert str(caught.value) == (
+        f'{tmp_path / "run.toml"}: job "data": needs 3 exemplars + 6 dev + 4 test = 13 examples, '
+        "found 12 (set smaller dev_size/test_size, or small_splits = true to use what there is)"
+    )
+
+
+def test_the_exemplars_counted_are_the_jobs_strategys(tmp_path: Path) -> None:
+    text = doc(job="dev_size = 6\ntest_size = 4\nstrategy = { exemplars = 2 }")
+    (job,) = build_jobs(load(tmp_path, text))
+    assert len(job.examples) == 12
+
+
+def test_small_splits_true_builds_the_job_on_what_there_is(tmp_path: Path) -> None:
+    (spec,) = load(tmp_path, doc(job="small_splits = true")).jobs
+    assert spec.small_splits
+    (job,) = build_jobs(load(tmp_path, doc(job="small_splits = true")))
+    assert job.small_splits
+    assert (job.dev_size, job.test_size, len(job.examples)) == (48, 144, 12)
 
 
 def test_build_jobs_propagates_data_errors_naming_the_file(tmp_path: Path) -> None:

@@ -13,7 +13,13 @@ import pytest
 from pipeline.budget import Budget, Caps
 from pipeline.cache import MemoryCache, ResponseCache
 from pipeline.endpoint import EndpointConfig, RetryPolicy
-from pipeline.errors import AuthenticationFailed, BadRequest, BudgetExhausted, QuotaExceeded
+from pipeline.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    BudgetExhausted,
+    NotFound,
+    QuotaExceeded,
+)
 from pipeline.gateway import Gateway, open_gateway
 from pipeline.pricing import Price
 from pipeline.secret import Secret
@@ -150,3 +156,40 @@ async def test_embeddings_go_through_the_gateway() -> None:
     assert again.cached
     assert again.vectors[0] == first.vectors[0]
     assert sim.stats.requests["/v1/embeddings"] == 1
+
+
+# --- preflight: the chat route exists --------------------------------------------------------
+
+
+@asynccontextmanager
+async def gateway_at(sim: Simulator, base_url: str) -> AsyncIterator[Gateway]:
+    price = Price(input_per_mtok=5.0, output_per_mtok=15.0)
+    config = EndpointConfig(name="sim", model="sim-1", base_url=base_url, price=price)
+    async with open_gateway([config], budget=Budget(run_caps=Caps(usd=1.0))) as gateway:
+        yield gateway
+
+
+@pytest.mark.parametrize("path", ["/wrong", ""])
+async def test_preflight_refuses_a_base_url_without_a_chat_route(path: str) -> None:
+    async with open_simulator(SimConfig()) as sim:
+        base_url = sim.base_url + path if path else sim.base_url.removesuffix("/v1")
+        async with gateway_at(sim, base_url) as gateway:
+            with pytest.raises(NotFound) as info:
+                await gateway.preflight()
+    message = str(info.value)
+    assert f"no chat route at {base_url}/chat/completions (HTTP 404)" in message
+    assert "check base_url (it usually ends in /v1)" in message
+    assert info.value.endpoint == "sim"
+
+
+async def test_preflight_passes_the_right_base_url_and_pays_for_nothing() -> None:
+    async with open_simulator(SimConfig()) as sim, gateway_at(sim, sim.base_url) as gateway:
+        await gateway.preflight()
+        stats = gateway.statistics()["sim"]
+        spent = gateway.budget.state()
+    assert sim.stats.requests["/v1/chat/completions"] == 1  # the probe, answered 400, not 500
+    assert sim.stats.responses[400] == 1
+    assert sim.stats.choices_served == 0
+    assert (sim.stats.billed_input_tokens, sim.stats.billed_output_tokens) == (0, 0)
+    assert (stats.requests, stats.cost_usd) == (0, 0.0)
+    assert (spent.spent_usd, spent.reserved_usd) == (0.0, 0.0)

@@ -11,7 +11,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from pipeline.endpoint import EndpointConfig
-from pipeline.errors import AuthenticationFailed, ConnectionFailed, RequestTimeout
+from pipeline.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    ConnectionFailed,
+    NotFound,
+    RequestTimeout,
+)
 from pipeline.http import open_http_transport
 from pipeline.secret import Secret
 from pipeline.values import ChatRequest
@@ -106,3 +112,51 @@ async def test_preflight_passes_a_server_without_models_and_stops_a_dead_one(
         await gateway.preflight(["t"])
         with pytest.raises(ConnectionFailed):
             await gateway.preflight(["dead"])
+
+
+async def reject_body(request: web.Request) -> web.Response:
+    return web.json_response({"detail": [{"msg": "Field required"}]}, status=422)
+
+
+@pytest.fixture
+async def routes() -> AsyncIterator[TestServer]:
+    """``/emb``: an embeddings-only server; ``/get``: a chat route that only answers GET."""
+    app = web.Application()
+    app.router.add_post("/emb/embeddings", reject_body)
+    app.router.add_get("/get/chat/completions", reject_body)
+    srv = TestServer(app, host="127.0.0.1")
+    await srv.start_server()
+    try:
+        yield srv
+    finally:
+        await srv.close()
+
+
+async def test_the_route_check_passes_an_embeddings_only_server(routes: TestServer) -> None:
+    transport = await open_http_transport(config(str(routes.make_url("/emb"))))
+    try:
+        await transport.check_route()
+    finally:
+        await transport.aclose()
+
+
+async def test_the_route_check_refuses_a_chat_path_that_does_not_take_post(
+    routes: TestServer,
+) -> None:
+    base = str(routes.make_url("/get"))
+    transport = await open_http_transport(config(base))
+    try:
+        with pytest.raises(
+            NotFound, match=f"no chat route at {base}/chat/completions \\(HTTP 405\\)"
+        ):
+            await transport.check_route()
+    finally:
+        await transport.aclose()
+
+
+@pytest.mark.parametrize("key", ["sk-abc\n", " sk-abc", "sk-\x1babc"])
+async def test_a_key_no_header_can_carry_is_a_config_error_that_never_shows_it(key: str) -> None:
+    endpoint = EndpointConfig(name="ep", model="m", api_key=Secret(key))
+    with pytest.raises(ConfigError, match="'ep': the API key has") as info:
+        await open_http_transport(endpoint)
+    assert "sk-" not in str(info.value)

@@ -22,6 +22,7 @@ import pytest
 from pipeline.budget import Budget, Caps
 from pipeline.data import Example, Splits, split_examples
 from pipeline.endpoint import EndpointConfig
+from pipeline.errors import ConfigError
 from pipeline.fake import FakeTransport
 from pipeline.gateway import Gateway, open_gateway
 from pipeline.jobs import (
@@ -35,6 +36,7 @@ from pipeline.jobs import (
     ProgressEvent,
     RunResult,
     StepFinished,
+    build_context,
 )
 from pipeline.metrics import custom_metric
 from pipeline.optimizer import open_optimizer, optimize
@@ -244,9 +246,45 @@ async def test_call_workers_bound_the_concurrent_task_calls() -> None:
 # --- failures end one job ----------------------------------------------------------------
 
 
+async def test_a_job_smaller_than_its_splits_refuses_the_run_before_any_call() -> None:
+    llm = FakeLLM()
+    jobs = [job("first"), job("short", count=8), job("last")]  # 3 exemplars + 4 dev + 2 test
+
+    with pytest.raises(ConfigError) as caught:
+        await run_jobs(llm, jobs, settings())
+
+    assert str(caught.value) == (
+        'job "short": needs 3 exemplars + 4 dev + 2 test = 9 examples, found 8 '
+        "(set smaller dev_size/test_size, or small_splits = true to use what there is)"
+    )
+    assert llm.seen == []
+
+
+async def test_open_optimizer_refuses_a_job_smaller_than_its_splits() -> None:
+    llm = FakeLLM()
+    with anyio.fail_after(30), pytest.raises(ConfigError, match='job "short": needs'):
+        async with (
+            fake_gateway(llm) as gateway,
+            open_optimizer(gateway, [job("short", count=8)], settings()),
+        ):
+            pass
+    assert llm.seen == []
+
+
+async def test_small_splits_runs_a_job_on_what_there_is() -> None:
+    llm = FakeLLM()
+    short = job("short", count=8, small_splits=True)
+
+    result = await run_jobs(llm, [short], settings())
+
+    assert statuses(result) == {"short": "finished"}
+    splits = build_context(short, 0, settings()).splits
+    assert (len(splits.exemplars), len(splits.dev), len(splits.test)) == (3, 4, 1)
+
+
 async def test_a_job_with_too_few_examples_fails_alone_before_spending() -> None:
     llm = FakeLLM()
-    jobs = [job("first"), job("short", count=3), job("last")]
+    jobs = [job("first"), job("short", count=3, small_splits=True), job("last")]
 
     result = await run_jobs(llm, jobs, settings())
 
@@ -412,7 +450,7 @@ async def test_a_job_failing_validation_is_reported_as_a_finished_event() -> Non
     with anyio.fail_after(30):
         async with (
             fake_gateway(FakeLLM()) as gateway,
-            open_optimizer(gateway, [job("short", count=2)], settings()) as run,
+            open_optimizer(gateway, [job("short", count=2, small_splits=True)], settings()) as run,
         ):
             events = [event async for event in run.events()]
 

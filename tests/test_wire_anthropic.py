@@ -155,8 +155,21 @@ def test_joins_text_blocks_and_skips_others() -> None:
     assert parse(reply(content=content)).choices[0].text == "ab"
 
 
-def test_empty_content_is_an_empty_text() -> None:
-    assert parse(reply(content=[])).choices[0].text == ""
+def test_an_empty_text_block_is_an_empty_text() -> None:
+    assert parse(reply(content=[{"type": "text", "text": ""}])).choices[0].text == ""
+
+
+@pytest.mark.parametrize(
+    "content",
+    [[], [{"type": "tool_use", "id": "t", "input": {}}], [{"type": "thinking", "thinking": "hm"}]],
+)
+def test_a_reply_without_a_text_block_is_malformed(content: list[dict[str, Any]]) -> None:
+    # Cached as an empty answer it would change scores for good; retried, it may be answered.
+    with pytest.raises(e.MalformedResponse) as info:
+        parse(reply(content=content, stop_reason="max_tokens"))
+    assert info.value.retryable
+    assert info.value.maybe_billed
+    assert "no text content" in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -117,10 +117,33 @@ def test_parse_chat_reads_choices_usage_and_model() -> None:
     assert reply.model == "gpt-x"
 
 
-def test_null_content_is_an_empty_text() -> None:
-    reply = parse(completion(choices=[choice(0, None, "length")]))
+def test_empty_content_is_an_empty_text() -> None:
+    reply = parse(completion(choices=[choice(0, "", "length")]))
     assert reply.choices[0].text == ""
     assert reply.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        choice(0, None, "length"),
+        {"index": 0, "message": {"role": "assistant"}, "finish_reason": "stop"},
+        {"index": 0, "finish_reason": "stop"},
+        {"index": 0, "message": {"content": None}, "text": None, "finish_reason": "stop"},
+    ],
+)
+def test_a_choice_without_content_is_a_malformed_response(raw: dict[str, Any]) -> None:
+    # Cached as an empty answer it would change scores for good; retried, it may be answered.
+    with pytest.raises(MalformedResponse) as info:
+        parse(completion(choices=[raw]))
+    assert info.value.retryable
+    assert info.value.maybe_billed
+    assert "no content" in str(info.value)
+
+
+def test_one_choice_without_content_makes_the_whole_reply_malformed() -> None:
+    with pytest.raises(MalformedResponse):
+        parse(completion(choices=[choice(0, "a"), choice(1, None)]))
 
 
 def test_legacy_text_choices_are_read() -> None:
