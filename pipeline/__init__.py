@@ -36,7 +36,7 @@ from pipeline.errors import (
 from pipeline.fake import FakeTransport
 from pipeline.gateway import Gateway, open_gateway
 from pipeline.metrics import Judgement, Metric, auto_metric, custom_metric, metric_by_name
-from pipeline.pricing import DEFAULT_PRICES, PRICES_AS_OF, Price
+from pipeline.pricing import FREE, Price, lookup_price
 from pipeline.secret import Secret
 from pipeline.stats import EndpointStatistics
 from pipeline.transport import Transport
@@ -96,8 +96,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "DEFAULT_PRICES",
-    "PRICES_AS_OF",
+    "FREE",
     "AccountState",
     "AuthenticationFailed",
     "BadRequest",
@@ -163,6 +162,7 @@ __all__ = [
     "custom_metric",
     "examples_from",
     "load_examples",
+    "lookup_price",
     "metric_by_name",
     "open_gateway",
     "open_optimizer",

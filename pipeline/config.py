@@ -13,8 +13,9 @@
                             #   scorer_max_tokens, optimizer_max_tokens and any strategy knob
     [[jobs]]                # one or more: data (a file or "builtin:NAME") or glob, name, format,
                             #   input_field, target_field, metric, initial_prompt, placement,
-                            #   dev_size, test_size, budget_usd, budget_tokens, task_endpoint,
-                            #   optimizer_endpoint, embedding_endpoint, preset, strategy = {...}
+                            #   dev_size, test_size, small_splits, budget_usd, budget_tokens,
+                            #   task_endpoint, optimizer_endpoint, embedding_endpoint, preset,
+                            #   strategy = {...}
 
 Paths are relative to the config file. API keys are read from the environment variables named by
 ``api_key_env`` at load time into :class:`~pipeline.secret.Secret`; ``api_key_env = ""`` means the
@@ -22,6 +23,10 @@ server needs no key (local vLLM, Ollama). Validation is complete before anything
 problem raises one :class:`~pipeline.errors.ConfigError` naming the file, the key path, what was
 expected and what was found (see :mod:`pipeline.config_schema`). A job's ``preset`` and
 ``strategy`` table override the run's strategy for that job (run-level knobs apply first).
+A job whose data has fewer examples than its splits ask for (the strategy's ``exemplars`` +
+``dev_size`` + ``test_size``, by default 3 + 48 + 144 = 195) is refused by :func:`build_jobs`,
+naming the job and both numbers, unless it sets ``small_splits = true``: then dev keeps its size
+as long as one example is left for test, and test gets what remains.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from pipeline.config_sections import (
 from pipeline.data import Example, load_examples
 from pipeline.endpoint import EndpointConfig
 from pipeline.errors import ConfigError
-from pipeline.jobs import Job, OptimizerSettings
+from pipeline.jobs import Job, OptimizerSettings, check_splits
 from pipeline.sim.server import SimConfig
 from pipeline.sim.tasks import builtin_tasks
 from stages.strategy import PRESETS, knobs
@@ -74,6 +79,7 @@ __all__ = [
     "diff_digests",
     "load_config",
     "load_job_examples",
+    "unpriced_endpoints",
     "with_simulator_url",
 ]
 
@@ -173,10 +179,36 @@ def with_simulator_url(config: RunConfig, url: str) -> RunConfig:
     return dataclasses.replace(config, endpoints=endpoints)
 
 
+def unpriced_endpoints(config: RunConfig) -> list[EndpointConfig]:
+    """The endpoints some job uses whose price is unknown; ``ConfigError`` when a USD cap (the
+    run's or a job's) is set, since a cap cannot be enforced without a price."""
+    used = {n for job in config.jobs for n in (job.task_endpoint, job.optimizer_endpoint)}
+    used |= {job.embedding_endpoint for job in config.jobs if job.embedding_endpoint}
+    unknown = [e for e in config.endpoints if e.name in used and e.effective_price is None]
+    capped = config.budget.usd is not None or any(
+        job.budget is not None and job.budget.usd is not None for job in config.jobs
+    )
+    if unknown and capped:
+        e = unknown[0]
+        raise ConfigError(
+            f"{config.path}: endpoints.{e.name}: no price is known for model {e.model!r} at "
+            f"{e.base_url} and a USD cap is set; set price = {{ input_per_mtok = ..., "
+            f'output_per_mtok = ... }} (USD per million tokens), or price = "free" for a local '
+            "server"
+        )
+    return unknown
+
+
 def build_jobs(config: RunConfig) -> list[Job]:
-    """The optimizer's jobs, data loaded; a loader's ``ConfigError`` (naming the file) propagates.
-    Use :func:`build_job` per spec to let one broken data file fail alone."""
-    return [build_job(spec) for spec in config.jobs]
+    """The optimizer's jobs, data loaded; a loader's ``ConfigError`` (naming the file) propagates,
+    and so does a job with fewer examples than its splits (see ``small_splits``). Use
+    :func:`build_job` per spec to let one broken data file fail alone."""
+    jobs = [build_job(spec) for spec in config.jobs]
+    try:
+        check_splits(jobs, config.settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{config.path}: {exc}") from None
+    return jobs
 
 
 def build_job(spec: JobSpec) -> Job:
@@ -192,6 +224,7 @@ def build_job(spec: JobSpec) -> Job:
         placement=spec.placement,
         dev_size=spec.dev_size,
         test_size=spec.test_size,
+        small_splits=spec.small_splits,
         strategy=spec.strategy,
         budget=spec.budget,
     )

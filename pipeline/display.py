@@ -40,6 +40,8 @@ class Totals:
     spent_usd: float = 0.0
     cap_usd: float | None = None
     elapsed_s: float = 0.0
+    cost_known: bool = True
+    """False when an endpoint with an unknown price was called: spend is then shown as unknown."""
 
 
 def totals_from(gateway: Gateway, *, started: float, now: float) -> Totals:
@@ -55,6 +57,7 @@ def totals_from(gateway: Gateway, *, started: float, now: float) -> Totals:
         spent_usd=gateway.budget.state().spent_usd,
         cap_usd=gateway.budget.run_caps.usd,
         elapsed_s=max(0.0, now - started),
+        cost_known=gateway.cost_known,
     )
 
 
@@ -232,12 +235,16 @@ def _pack(parts: list[str], width: int, sep: str = " · ") -> list[str]:
 
 
 def _money(totals: Totals) -> str:
+    if not totals.cost_known:
+        return "spent unknown (an endpoint has no price)"
     spent, cap = _usd(totals.spent_usd), totals.cap_usd
     share = "" if cap is None else f"of {_usd(cap)} ({100 * totals.spent_usd / (cap or 1):.0f}%)"
     return f"spent {spent} {share or '(no cap)'}"
 
 
-def _usd(value: float) -> str:
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "unknown"
     return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
 
 
@@ -357,12 +364,14 @@ async def show_progress(
 _HEADER = ("job", "status", "dev (initial → best)", "test (initial → best)", "steps", "cost")
 
 
-def summary_table(results: RunResult) -> str:
-    """One aligned row per job, a totals row (means of the scores), then the errors if any."""
+def summary_table(results: RunResult, *, cost_known: bool = True) -> str:
+    """One aligned row per job, a totals row (means of the scores), then the errors if any.
+    Costs read "unknown" unless ``cost_known``."""
     jobs, t = results.jobs, results.totals
-    rows = [_cells(j.name, j.status, [j], j.cost_usd) for j in jobs]
+    rows = [_cells(j.name, j.status, [j], j.cost_usd if cost_known else None) for j in jobs]
     statuses = ", ".join(f"{n} {s}" for s, n in Counter(j.status for j in jobs).most_common())
-    total = _cells(f"all {len(jobs)} jobs (mean)", statuses, jobs, t.cost_usd)
+    total_cost = t.cost_usd if cost_known else None
+    total = _cells(f"all {len(jobs)} jobs (mean)", statuses, jobs, total_cost)
     widths = [max(len(r[i]) for r in (_HEADER, *rows, total)) for i in range(len(_HEADER))]
     rule = "  ".join("-" * w for w in widths)
     header, *body, last = [_table_line(r, widths) for r in (_HEADER, *rows, total)]
@@ -374,7 +383,9 @@ def summary_table(results: RunResult) -> str:
     return "\n".join(lines + [f"{j.name}: {j.error}" for j in jobs if j.error])
 
 
-def _cells(name: str, status: str, jobs: Sequence[JobResult], cost: float) -> tuple[str, ...]:
+def _cells(
+    name: str, status: str, jobs: Sequence[JobResult], cost: float | None
+) -> tuple[str, ...]:
     """A row's cells; the scores are the means over ``jobs`` (for one job, its own)."""
     d0, d1, t0, t1 = (
         _mean(getattr(j, f"{key}_score") for j in jobs)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.errors import ConfigError
-from pipeline.pricing import Price, default_price
+from pipeline.pricing import Price, lookup_price
 from pipeline.secret import Secret
 
 EndpointKind = Literal["openai", "anthropic"]
@@ -35,7 +35,8 @@ class EndpointConfig:
     """One model endpoint: where it is, what it costs and how hard it may be driven.
 
     ``rpm``/``tpm`` of None mean "learn the limits from the server's headers and 429s".
-    ``price`` of None means the default table's price for ``model`` (zero when unknown).
+    ``price`` of None means the price database's price for ``model`` at ``base_url`` (see
+    :mod:`pipeline.pricing`); :data:`~pipeline.pricing.FREE` for a server that bills nothing.
     """
 
     name: str
@@ -82,8 +83,9 @@ class EndpointConfig:
         )
 
     @property
-    def effective_price(self) -> Price:
-        return self.price or default_price(self.model) or Price()
+    def effective_price(self) -> Price | None:
+        """The configured price, else the price database's; None when neither knows it."""
+        return self.price or lookup_price(self.model, self.base_url)
 
     @property
     def url(self) -> str:

@@ -31,7 +31,7 @@ Job = dict[str, Any]
 
 def usd(value: float | None) -> str:
     if value is None:
-        return "—"
+        return "unknown"
     if value == 0 or value >= 0.1:
         return f"${value:,.2f}"
     return f"${value:.3f}" if value >= 0.01 else f"${value:.4f}"
@@ -286,7 +286,32 @@ def _endpoint_table(results: dict[str, Any]) -> str:
     endpoints = results.get("endpoints")
     items = sorted(endpoints.items()) if isinstance(endpoints, dict) else []
     body = "".join(_endpoint_row(str(n), ep) for n, ep in items if isinstance(ep, dict))
-    return f'<table class="endpoints">{head}{body}{_totals_row(results.get("totals"))}</table>'
+    table = f'<table class="endpoints">{head}{body}{_totals_row(results.get("totals"))}</table>'
+    return table + _prices(results.get("prices"))
+
+
+def _prices(prices: object) -> str:
+    """Which price each endpoint was charged at, and where that price came from."""
+    if not isinstance(prices, dict) or not prices:
+        return ""
+    rows = "".join(
+        f'<tr><td class="l">{escape(str(name))}</td><td class="l">{_price_text(price)}</td></tr>'
+        for name, price in sorted(prices.items())
+    )
+    head = '<tr><th class="l">endpoint</th><th class="l">price</th></tr>'
+    return f'<table class="prices">{head}{rows}</table>'
+
+
+def _price_text(price: object) -> str:
+    if not isinstance(price, dict):
+        return 'unknown: costs not counted (set <code>price = {...}</code> or <code>"free"</code>)'
+    source = escape(str(price.get("source", "")))
+    when = f", as of {escape(str(price['as_of']))}" if price.get("as_of") else ""
+    rate_in = num(price, "input_per_mtok") or 0.0
+    rate_out = num(price, "output_per_mtok") or 0.0
+    if not rate_in and not rate_out:
+        return f"free ({source})"
+    return f"${rate_in:g} / ${rate_out:g} per M tokens in / out ({source}{when})"
 
 
 def _retries(value: object) -> str:

@@ -16,6 +16,7 @@ import orjson
 
 from pipeline.budget import Budget, Caps
 from pipeline.jobs import JobResult
+from pipeline.pricing import Price
 from pipeline.stats import EndpointStatistics
 
 SCHEMA = 1
@@ -68,30 +69,48 @@ def results_document(
     counters: Counters,
     wall_s: float,
     endpoints: Mapping[str, EndpointStatistics],
+    prices: Mapping[str, Price | None] | None = None,
 ) -> dict[str, Any]:
+    """The document; with ``prices``, an endpoint called at an unknown price makes every cost
+    ``null`` (unknown), never a misleading $0."""
     spent = budget.state()
+    prices = prices or {}
+    known = all(prices.get(n, Price()) is not None or not s.calls for n, s in endpoints.items())
+    spent_usd = spent.spent_usd if known else None
     return {
         "schema": SCHEMA,
         **dataclasses.asdict(meta),
         "budget": {
             "cap_usd": caps.usd,
-            "spent_usd": spent.spent_usd,
+            "spent_usd": spent_usd,
             "cap_tokens": caps.tokens,
             "spent_tokens": spent.spent_tokens,
         },
-        "jobs": [dataclasses.asdict(j) for j in jobs],
+        "prices": {name: p.describe() if p else None for name, p in prices.items()},
+        "jobs": [_job(j, known) for j in jobs],
         "totals": {
             **dataclasses.asdict(counters),
-            "cost_usd": spent.spent_usd,
+            "cost_usd": spent_usd,
             "wall_s": round(wall_s, 3),
         },
-        "endpoints": {name: _endpoint(s) for name, s in endpoints.items()},
+        "endpoints": {
+            name: _endpoint(s, prices.get(name, Price())) for name, s in endpoints.items()
+        },
     }
 
 
-def _endpoint(stats: EndpointStatistics) -> dict[str, Any]:
+def _job(job: JobResult, cost_known: bool) -> dict[str, Any]:
+    data = dataclasses.asdict(job)
+    if not cost_known:
+        data["cost_usd"] = None
+    return data
+
+
+def _endpoint(stats: EndpointStatistics, price: Price | None) -> dict[str, Any]:
     data = dataclasses.asdict(stats)
     data.pop("endpoint")
+    if price is None:
+        data["cost_usd"] = None
     return data
 
 
