@@ -5,12 +5,15 @@ do not share one core. Every figure is a ratio measured within one run: the mach
 and noisy, so compare ratios, not absolute times.
 
   B1  saturation: 2,000 requests, simulator at 12,000 RPM and ~50 ms latency, gateway configured
-      with that limit. Figure: ideal time (2,000 / limit) over wall time.
+      with that limit. Figure: ideal time (2,000 / limit) over wall time; the detail counts the
+      429s the gateway got and their share of its HTTP requests (expected: none).
   B1b learned limits: the same with no limit configured in the gateway.
   B2  overhead: simulator with no latency or limits; requests/s through the gateway (cache off,
       then an on-disk cache that only misses) over requests/s of a bare aiohttp loop.
   B3, B4, B5: the optimizer at scale, on the critical path, and per preset (see
       benchmarks/optimizer.py; each runs in a fresh process).
+  B6  cap use: spent / cap of a capped ``gpo run`` at the default settings on the simulator,
+      for caps of $0.03 and $1.00 (see benchmarks/money.py).
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ from typing import Any
 import aiohttp
 import anyio
 import anyio.abc
+import anyio.to_thread
 import orjson
 
+from benchmarks.money import cap_use
 from pipeline import logs
 from pipeline.cache import NoCache, ResponseCache, open_sqlite_cache
 from pipeline.endpoint import EndpointConfig
 from pipeline.gateway import open_gateway
+from pipeline.stats import EndpointStatistics
 from pipeline.values import ChatRequest
 
 
@@ -87,7 +93,7 @@ async def _fan_out(count: int, concurrency: int, one: Callable[[int], Awaitable[
 
 async def _through_gateway(
     url: str, count: int, concurrency: int, *, rpm: float | None, cache: ResponseCache
-) -> tuple[float, int]:
+) -> tuple[float, EndpointStatistics]:
     endpoint = EndpointConfig(
         name="sim", model="sim-1", base_url=url, rpm=rpm, max_in_flight=concurrency
     )
@@ -97,7 +103,7 @@ async def _through_gateway(
             await gateway.chat("sim", _request(i))
 
         wall = await _fan_out(count, concurrency, one)
-        return wall, gateway.statistics()["sim"].failures
+        return wall, gateway.statistics()["sim"]
 
 
 async def _bare(url: str, count: int, concurrency: int) -> float:
@@ -126,19 +132,21 @@ async def _bare(url: str, count: int, concurrency: int) -> float:
 async def b1(count: int, *, learned: bool) -> Row:
     rpm = 12_000.0
     async with simulator("--rpm", str(int(rpm)), "--latency-ms", "50") as url:
-        wall, failed = await _through_gateway(
+        wall, stats = await _through_gateway(
             url, count, 64, rpm=None if learned else rpm, cache=NoCache()
         )
     ideal = count / (rpm / 60.0)
     ratio = ideal / wall
     target = 0.85 if learned else 0.95
     name = "B1b learned limits" if learned else "B1 saturation"
+    limited = stats.rate_limited / max(1, stats.requests)
     return Row(
         name,
         ratio,
         f">= {target} and 0 failed",
-        ratio >= target and failed == 0,
-        f"{count} requests, wall {wall:.2f} s, ideal {ideal:.2f} s, failed {failed}",
+        ratio >= target and stats.failures == 0,
+        f"{count} requests, wall {wall:.2f} s, ideal {ideal:.2f} s, failed {stats.failures}, "
+        f"429s {stats.rate_limited} of {stats.requests} HTTP requests ({limited:.2%})",
     )
 
 
@@ -223,7 +231,19 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
-ALL = ["b1", "b1b", "b2", "b3", "b4", "b5"]
+async def b6(cap_usd: float, target: float) -> Row:
+    out = await anyio.to_thread.run_sync(cap_use, cap_usd)
+    ok = target <= out["use"] <= 1.0 and out["exit"] == 3
+    return Row(
+        f"B6 cap use at ${cap_usd:.2f}",
+        out["use"],
+        f">= {target}, <= 1",
+        ok,
+        f"spent ${out['spent']:.4f} of ${cap_usd:.2f}, exit {out['exit']} (30 jobs, defaults)",
+    )
+
+
+ALL = ["b1", "b1b", "b2", "b3", "b4", "b5", "b6"]
 
 
 async def main_async(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any] | None]:
@@ -239,6 +259,9 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any
         rows.append(await b3())
     if "b4" in selected:
         rows.append(await b4())
+    if "b6" in selected:
+        rows.append(await b6(0.03, 0.90))
+        rows.append(await b6(1.00, 0.97))
     quality = await b5(args) if "b5" in selected else None
     return rows, quality
 

@@ -1,18 +1,27 @@
-"""The budget ledger: reserve the worst case before a call, settle to real usage after.
+"""The budget: reserve the worst case before a call, settle to real usage after.
 
 Amounts are kept as integers (pico-dollars and tokens) so that no float drift can let the sum of
 settled calls creep over a cap. A reservation is refused when it does not fit under every cap that
 applies (the run's and the job's, in USD and in tokens), so **spend never exceeds a cap** as long
 as each call's real usage is within its reservation, which the gateway ensures by reserving a
 strict upper bound (see :func:`pipeline.tokens.max_input_tokens`).
+
+:meth:`Budget.acquire` is what the gateway uses just before it sends a request: a reservation
+that does not fit *while other reservations are open* waits for them to settle (they usually
+cost far less than their worst case), so a cap is spent, not hoarded; only when it does not fit
+with nothing open is the budget exhausted. With a :class:`SpendLedger`, every reservation is
+durable before :meth:`~Budget.acquire` returns, so a crash can never hide what was sent.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import count
+from typing import Protocol
+
+import anyio
 
 from pipeline.errors import BudgetExhausted
 
@@ -70,6 +79,16 @@ class Reservation:
     tokens: int
 
 
+class SpendLedger(Protocol):
+    """Durable record of reservations and spend (see :mod:`pipeline.ledger`)."""
+
+    async def opened(self, reservation: Reservation) -> None:
+        """Return once ``reservation`` is durable: its request may be sent then."""
+
+    def settled(self, reservation: Reservation, pusd: int, tokens: int) -> None:
+        """Replace the open ``reservation`` by real spend (durable with the next commit)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountState:
     """Spent, reserved and remaining (None when uncapped) for one scope."""
@@ -88,11 +107,12 @@ class Budget:
 
     run_caps: Caps = field(default_factory=Caps)
     job_caps: Caps = field(default_factory=Caps)
-    on_spend: Callable[[tuple[str, ...], int, int], None] | None = None
-    """Called with (scopes, pico-dollars, tokens) for every settled amount, e.g. to persist it."""
+    ledger: SpendLedger | None = None
+    """Where reservations are written ahead and settlements recorded (None: memory only)."""
     _accounts: dict[str, _Account] = field(default_factory=dict)
     _open: dict[int, Reservation] = field(default_factory=dict)
     _ids: count[int] = field(default_factory=count)
+    _settled: anyio.Event | None = None
 
     def __post_init__(self) -> None:
         self._accounts[RUN] = _account(self.run_caps)
@@ -105,12 +125,48 @@ class Budget:
     def reserve(
         self, *, usd: float, tokens: int, endpoint: str, job: str | None = None
     ) -> Reservation:
-        """Hold a call's worst-case cost, or raise :class:`BudgetExhausted` (nothing held)."""
+        """Hold a call's worst-case cost, or raise :class:`BudgetExhausted` (nothing held).
+        Memory only: the gateway uses :meth:`acquire`."""
         pusd = math.ceil(usd * _PICO)
-        scopes = (RUN, f"endpoint:{endpoint}") + ((f"job:{job}",) if job is not None else ())
-        for scope in scopes:
-            if not self._account(scope).fits(pusd, tokens):
-                raise BudgetExhausted(_refusal(scope, usd, tokens), scope=scope)
+        scopes = _scopes(endpoint, job)
+        refused = self._refusing(scopes, pusd, tokens)
+        if refused is not None:
+            raise BudgetExhausted(_refusal(refused, usd, tokens), scope=refused)
+        return self._hold(scopes, pusd, tokens)
+
+    async def acquire(
+        self, *, usd: float, tokens: int, endpoint: str, job: str | None = None
+    ) -> Reservation:
+        """Reserve for a request about to be sent: wait while it does not fit but reservations
+        are open in the scope that refuses it (they will settle); raise :class:`BudgetExhausted`
+        when it does not fit with none open there. Durable in the ledger before it returns."""
+        pusd = math.ceil(usd * _PICO)
+        scopes = _scopes(endpoint, job)
+        while (refused := self._refusing(scopes, pusd, tokens)) is not None:
+            if (
+                not self._account(refused).reserved_pusd
+                and not self._account(refused).reserved_tokens
+            ):
+                raise BudgetExhausted(_refusal(refused, usd, tokens), scope=refused)
+            self._settled = self._settled or anyio.Event()
+            await self._settled.wait()
+        reservation = self._hold(scopes, pusd, tokens)
+        if self.ledger is not None:
+            try:
+                await self.ledger.opened(reservation)
+            except BaseException:
+                self.release(reservation)  # not durable: the request must not be sent
+                raise
+        return reservation
+
+    def usd_capped(self, endpoint: str, job: str | None = None) -> bool:
+        """Whether a USD cap applies to a call of ``job`` on ``endpoint``."""
+        return any(self._account(s).cap_pusd is not None for s in _scopes(endpoint, job))
+
+    def _refusing(self, scopes: tuple[str, ...], pusd: int, tokens: int) -> str | None:
+        return next((s for s in scopes if not self._account(s).fits(pusd, tokens)), None)
+
+    def _hold(self, scopes: tuple[str, ...], pusd: int, tokens: int) -> Reservation:
         reservation = Reservation(next(self._ids), scopes, pusd, tokens)
         for scope in scopes:
             self._accounts[scope].hold(pusd, tokens, +1)
@@ -126,8 +182,11 @@ class Budget:
             account = self._accounts[scope]
             account.hold(reservation.pusd, reservation.tokens, -1)
             account.spend(pusd, tokens)
-        if self.on_spend is not None and (pusd or tokens):
-            self.on_spend(reservation.scopes, pusd, tokens)
+        if self.ledger is not None:
+            self.ledger.settled(reservation, pusd, tokens)
+        if self._settled is not None:
+            self._settled.set()
+            self._settled = None
 
     def preload(self, spent: Mapping[str, tuple[int, int]]) -> None:
         """Count what earlier runs of the same run directory spent: scope -> (pico-USD, tokens)."""
@@ -170,6 +229,10 @@ class Budget:
             caps = self.job_caps if scope.startswith("job:") else Caps()
             self._accounts[scope] = _account(caps)
         return self._accounts[scope]
+
+
+def _scopes(endpoint: str, job: str | None) -> tuple[str, ...]:
+    return (RUN, f"endpoint:{endpoint}") + ((f"job:{job}",) if job is not None else ())
 
 
 def _account(caps: Caps) -> _Account:

@@ -3,33 +3,32 @@
 Keys are SHA-256 digests of the canonical request (model, messages, sampling parameters) plus a
 sample index, so each of the ``n`` samples of a temperature > 0 request is cached on its own.
 SQLite (standard library) runs in a worker thread behind a one-slot limiter: the event loop never
-blocks on disk.
+blocks on disk. The cache holds answers only; what was spent lives in the ledger
+(:mod:`pipeline.ledger`), so losing the cache costs money, never the record of money. A cache file
+found damaged when opened is moved aside (``cache.sqlite.corrupt-TIMESTAMP``) and a new one
+started; a read or write that fails later raises :class:`~pipeline.errors.StorageError`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
 import orjson
 
-from pipeline.errors import ConfigError
+from pipeline._log import get_logger
+from pipeline.errors import StorageError
+from pipeline.groupcommit import GroupRunner
 
-T = TypeVar("T")
-U = TypeVar("U")
 _CHUNK = 500  # SQLite's default limit on bound parameters is 999
-_Write = tuple[Any, ...]  # ("r", key, value): a response; ("s", scope, pusd, tokens): spend
-_ADD_SPEND = (
-    "INSERT INTO spend (scope, pusd, tokens) VALUES (?, ?, ?) ON CONFLICT(scope) DO UPDATE "
-    "SET pusd = pusd + excluded.pusd, tokens = tokens + excluded.tokens"
-)
+log = get_logger("gpo.cache")
 
 
 class ResponseCache(Protocol):
@@ -79,62 +78,6 @@ class MemoryCache:
         self._data.update(items)
 
 
-class _GroupRunner(Generic[T, U]):
-    """Runs a blocking ``fn(batch)`` in a worker thread, one batch at a time.
-
-    Everything submitted while a batch runs joins the next one, so under load many callers share
-    one thread hop and one SQLite transaction (group commit), and each caller still returns only
-    once its own items are done.
-    """
-
-    def __init__(self, fn: Callable[[list[T]], U], limiter: anyio.CapacityLimiter) -> None:
-        self._fn = fn
-        self._limiter = limiter
-        self._open: _Batch[T, U] | None = None
-        self._running = False
-        self._runner_done = anyio.Event()
-
-    @property
-    def pending(self) -> bool:
-        """Items wait in a batch that no running caller will carry (its callers were cancelled)."""
-        return self._open is not None and not self._running
-
-    async def submit(self, items: Sequence[T]) -> U:
-        batch = self._open = self._open or _Batch()
-        batch.items.extend(items)
-        while not batch.done.is_set():
-            if self._running:
-                await self._runner_done.wait()
-            else:
-                await self._run_open_batch()
-        if batch.error is not None:
-            raise batch.error
-        return cast(U, batch.result)
-
-    async def _run_open_batch(self) -> None:
-        batch, self._open = cast(_Batch[T, U], self._open), None
-        self._running, self._runner_done = True, anyio.Event()
-        try:
-            with anyio.CancelScope(shield=True):
-                batch.result = await anyio.to_thread.run_sync(
-                    self._fn, batch.items, limiter=self._limiter
-                )
-        except Exception as exc:  # delivered to every caller of the batch
-            batch.error = exc
-        finally:
-            self._running = False
-            batch.done.set()
-            self._runner_done.set()
-
-
-@dataclass(slots=True)
-class _Batch(Generic[T, U]):
-    items: list[T] = field(default_factory=list)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    result: U | None = None
-    error: Exception | None = None
-
-
 class KeyFilter:
     """A Bloom filter of the keys on disk: a lookup it rules out needs no trip to SQLite.
 
@@ -169,14 +112,18 @@ class SqliteCache:
     were never written are answered in memory by a :class:`KeyFilter`.
     """
 
-    def __init__(self, connection: sqlite3.Connection, keys: KeyFilter | None = None) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, keys: KeyFilter | None = None, *, path: Path
+    ) -> None:
         self._db = connection
         self._keys = keys
+        self.path = path
+        self.moved_aside: Path | None = None
+        """Where a damaged file found at open was moved (None when it was sound)."""
         lock = anyio.CapacityLimiter(1)
-        self._reads: _GroupRunner[str, dict[str, bytes]] = _GroupRunner(self._get, lock)
-        self._writes: _GroupRunner[_Write, None] = _GroupRunner(self._put, lock)
+        self._reads: GroupRunner[str, dict[str, bytes]] = GroupRunner(self._get, lock)
+        self._writes: GroupRunner[tuple[str, bytes], None] = GroupRunner(self._put, lock)
         self._lock = lock
-        self._spend: dict[str, list[int]] = {}
 
     async def get_many(self, keys: list[str]) -> dict[str, bytes]:
         if self._keys is not None:
@@ -189,56 +136,38 @@ class SqliteCache:
     async def put_many(self, items: Mapping[str, bytes]) -> None:
         if not items:
             return
-        await self._writes.submit(self._take_spend() + [("r", k, v) for k, v in items.items()])
+        await self._writes.submit(list(items.items()))
         if self._keys is not None:
             for key in items:
                 self._keys.add(key)
 
-    def note_spend(self, scopes: Sequence[str], pusd: int, tokens: int) -> None:
-        """Record spend (a :class:`~pipeline.budget.Budget` ``on_spend`` hook); it is committed
-        with the next write, which for a successful call is its own response's, before the call
-        returns. :meth:`flush` commits it at once."""
-        for scope in scopes:  # summed per scope until the next commit: a few rows per group
-            total = self._spend.setdefault(scope, [0, 0])
-            total[0] += pusd
-            total[1] += tokens
-
     async def flush(self) -> None:
-        """Commit recorded spend, and writes whose callers were cancelled, not yet committed."""
-        if self._spend or self._writes.pending:
-            await self._writes.submit(self._take_spend())
-
-    async def load_spend(self) -> dict[str, tuple[int, int]]:
-        """Scope -> (pico-dollars, tokens) spent by every run that used this file."""
-        return await anyio.to_thread.run_sync(self._load_spend, limiter=self._lock)
+        """Commit writes whose callers were cancelled before their group ran."""
+        if self._writes.pending:
+            await self._writes.submit([])
 
     async def count(self) -> int:
         return await anyio.to_thread.run_sync(self._count, limiter=self._lock)
 
-    def _take_spend(self) -> list[_Write]:
-        taken, self._spend = self._spend, {}
-        return [("s", scope, pusd, tokens) for scope, (pusd, tokens) in taken.items()]
-
     def _get(self, keys: list[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
         unique = list(dict.fromkeys(keys))
-        for i in range(0, len(unique), _CHUNK):
-            chunk = unique[i : i + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT key, value FROM responses WHERE key IN ({marks})"
-            found.update((key, bytes(value)) for key, value in self._db.execute(sql, chunk))
+        try:
+            for i in range(0, len(unique), _CHUNK):
+                chunk = unique[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT key, value FROM responses WHERE key IN ({marks})"
+                found.update((key, bytes(value)) for key, value in self._db.execute(sql, chunk))
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(self.path, f"reading the response cache failed: {exc}") from None
         return found
 
-    def _put(self, items: Iterable[_Write]) -> None:
-        rows = [i[1:] for i in items if i[0] == "r"]
-        spend = [i[1:] for i in items if i[0] == "s"]
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)", rows)
-            self._db.executemany(_ADD_SPEND, spend)
-
-    def _load_spend(self) -> dict[str, tuple[int, int]]:
-        rows = self._db.execute("SELECT scope, pusd, tokens FROM spend")
-        return {scope: (int(pusd), int(tokens)) for scope, pusd, tokens in rows}
+    def _put(self, rows: list[tuple[str, bytes]]) -> None:
+        try:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)", rows)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(self.path, f"writing the response cache failed: {exc}") from None
 
     def _count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
@@ -246,12 +175,15 @@ class SqliteCache:
 
 @asynccontextmanager
 async def open_sqlite_cache(path: str | Path) -> AsyncIterator[SqliteCache]:
-    """Open (creating if needed) the cache file at ``path``; recorded spend is committed and the
-    file closed on exit, even on cancellation."""
-    db = await anyio.to_thread.run_sync(_connect, Path(path))
+    """Open (creating if needed) the cache file at ``path``; pending writes are committed and
+    the file closed on exit, even on cancellation. A damaged file is moved aside (warning
+    ``cache_moved_aside``) and an empty cache started: its answers will be paid for again."""
+    file = Path(path)
+    db, moved = await anyio.to_thread.run_sync(_open_sound, file)
     try:
         keys = await anyio.to_thread.run_sync(_load_filter, db)
-        cache = SqliteCache(db, keys)
+        cache = SqliteCache(db, keys, path=file)
+        cache.moved_aside = moved
         try:
             yield cache
         finally:
@@ -262,6 +194,20 @@ async def open_sqlite_cache(path: str | Path) -> AsyncIterator[SqliteCache]:
             await anyio.to_thread.run_sync(db.close)
 
 
+def _open_sound(path: Path) -> tuple[sqlite3.Connection, Path | None]:
+    """A connection to a sound cache at ``path``, moving a damaged file aside first."""
+    try:
+        return _connect(path), None
+    except _Damaged as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            damaged = Path(f"{path}{suffix}")
+            if damaged.exists():
+                damaged.replace(Path(f"{aside}{suffix}"))
+        log.warning("cache_moved_aside", path=str(path), moved_to=str(aside), error=str(exc))
+        return _connect(path), aside
+
+
 def _load_filter(db: sqlite3.Connection) -> KeyFilter:
     count = int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
     keys = KeyFilter(expected_keys=2 * count)
@@ -270,20 +216,32 @@ def _load_filter(db: sqlite3.Connection) -> KeyFilter:
     return keys
 
 
+class _Damaged(Exception):
+    """The file is not a sound SQLite database."""
+
+
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
 def _connect(path: Path) -> sqlite3.Connection:
+    """Open and check the file; :class:`_Damaged` when it is damaged, ``StorageError`` when it
+    cannot be opened or read."""
     db: sqlite3.Connection | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise _Damaged(f"integrity check: {verdict}")
         db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value BLOB)")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS spend "
-            "(scope TEXT PRIMARY KEY, pusd INTEGER, tokens INTEGER)"
-        )
-    except (sqlite3.Error, OSError) as exc:
+    except BaseException as exc:
         if db is not None:
-            db.close()  # a file that is not a cache must not leak its connection
-        raise ConfigError(f"cannot open the response cache {path}: {exc}") from None
+            db.close()  # a file that cannot be used must not leak its connection
+        if isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode in _CORRUPT_CODES:
+            raise _Damaged(str(exc)) from None
+        if isinstance(exc, sqlite3.Error | OSError):
+            raise StorageError(path, f"cannot open the response cache: {exc}") from None
+        raise
     return db

@@ -1,7 +1,7 @@
 """The ``gpo`` command line: the composition root for people at a terminal.
 
 Exit codes: 0 finished, 1 anything else, 2 bad input (nothing spent), 3 stopped by a budget cap,
-130 interrupted.
+4 storage fault (the run directory could not be written; resumable), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ from typing import Any
 import anyio
 
 from pipeline import logs
-from pipeline.errors import BudgetExhausted, ConfigError
+from pipeline.errors import BudgetExhausted, ConfigError, StorageError
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_STORAGE, EXIT_INTERRUPTED = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    130,
+)
 
 _EPILOG = """examples:
   gpo demo                            offline demo on the built-in simulator
@@ -27,7 +34,7 @@ _EPILOG = """examples:
   gpo sim --port 8000 --rpm 600       serve the simulator for other tools
 
 exit codes: 0 finished, 1 a job failed or another error, 2 bad input (nothing spent),
-3 stopped by a budget cap, 130 interrupted (resumable)
+3 stopped by a budget cap, 4 storage fault (resumable once fixed), 130 interrupted (resumable)
 """
 
 
@@ -68,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except BudgetExhausted as exc:
         print(f"stopped by the budget: {exc}", file=sys.stderr)
         return EXIT_BUDGET
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORAGE
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ retried is a property of the error *type* (``retryable``), never decided ad hoc 
     GpoError
     ├── ConfigError                  bad configuration or data (CLI exit code 2)
     ├── BudgetExhausted              a cap refused a reservation (CLI exit code 3)
+    ├── StorageError                 the run directory could not be read or written (exit code 4)
     └── LLMError                     a model endpoint call failed
         ├── RetryableError           transient: retried with backoff
         │   ├── RateLimited          429 rate_limit_exceeded (carries retry_after)
@@ -44,6 +45,18 @@ class BudgetExhausted(GpoError):
     def __init__(self, message: str, *, scope: str) -> None:
         super().__init__(message)
         self.scope = scope
+
+
+class StorageError(GpoError):
+    """A file of the run directory (journal, ledger, cache) could not be written or read.
+
+    The run stops cleanly and can be resumed once the cause (a full disk, a read-only or
+    damaged file) is fixed. ``path`` names the file, ``reason`` what the system said."""
+
+    def __init__(self, path: object, reason: object) -> None:
+        super().__init__(f"storage fault on {path}: {reason}")
+        self.path = str(path)
+        self.reason = str(reason)
 
 
 class LLMError(GpoError):

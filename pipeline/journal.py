@@ -8,15 +8,19 @@ last line from a killed process is ignored.
 
 Writes are appended in memory and committed by a background task in a worker thread (write,
 flush, fsync), as one group per wake-up, so step boundaries reach the disk within milliseconds
-without blocking the event loop or costing one fsync per step.
+without blocking the event loop or costing one fsync per step. A write that fails (a full disk)
+is a storage fault: the journal records it in :attr:`Journal.fault`, calls its ``on_fault``
+hook (the gateway then sends nothing new) and writes nothing more; the lines not written are
+redone on resume. A line torn by a crash or a full disk is cut off when the file is reopened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +30,7 @@ import anyio
 import anyio.to_thread
 import orjson
 
-from pipeline.errors import ConfigError
+from pipeline.errors import StorageError
 from stages.messages import (
     CandidateRecord,
     Evaluated,
@@ -41,8 +45,18 @@ _OPTS = orjson.OPT_APPEND_NEWLINE
 class Journal:
     """Open with :func:`open_journal`. Also the optimizer's :class:`RunObserver`."""
 
-    def __init__(self, file: IO[bytes], clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        file: IO[bytes],
+        clock: Any = time.monotonic,
+        *,
+        path: Path | None = None,
+        on_fault: Callable[[StorageError], None] | None = None,
+    ) -> None:
         self._file = file
+        self._path = path or Path(getattr(file, "name", "journal"))
+        self.on_fault = on_fault
+        self.fault: StorageError | None = None
         self._pending: list[bytes] = []
         self._wake = anyio.Event()
         self._clock = clock
@@ -59,8 +73,14 @@ class Journal:
         are written, even when the caller is being cancelled."""
         with anyio.CancelScope(shield=True):
             lines, self._pending = self._pending, []
-            if lines:
+            if not lines or self.fault is not None:
+                return
+            try:
                 await anyio.to_thread.run_sync(self._write, lines, limiter=self._limiter)
+            except StorageError as fault:
+                self.fault = fault
+                if self.on_fault is not None:
+                    self.on_fault(fault)
 
     async def serve(self) -> None:
         """Commit appended lines as they come, until cancelled."""
@@ -86,9 +106,13 @@ class Journal:
         self.append({"event": "ended", "job": job, "status": status, "error": error})
 
     def _write(self, lines: list[bytes]) -> None:
-        self._file.write(b"".join(lines))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        data = memoryview(b"".join(lines))
+        try:
+            while data:
+                data = data[self._file.write(data) or 0 :]
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise StorageError(self._path, f"writing the journal failed: {exc}") from None
 
 
 @asynccontextmanager
@@ -96,7 +120,7 @@ async def open_journal(path: Path) -> AsyncIterator[Journal]:
     """Append to ``path``; a background task commits lines; all is synced on exit, even on
     cancellation."""
     file = await anyio.to_thread.run_sync(_open_append, path)
-    journal = Journal(file)
+    journal = Journal(file, path=path)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(journal.serve)
@@ -107,14 +131,34 @@ async def open_journal(path: Path) -> AsyncIterator[Journal]:
     finally:
         with anyio.CancelScope(shield=True):
             await journal.sync()
-            await anyio.to_thread.run_sync(file.close)
+            with contextlib.suppress(OSError):
+                await anyio.to_thread.run_sync(file.close)
 
 
 def _open_append(path: Path) -> IO[bytes]:
+    """The journal opened for appending (unbuffered: a failed write leaves nothing queued),
+    a line torn by an earlier crash or full disk cut off first."""
     try:
-        return path.open("ab")
+        file = path.open("ab", buffering=0)
+        size = file.seek(0, os.SEEK_END)
+        if size:
+            _cut_torn_tail(path, file, size)
     except OSError as exc:
-        raise ConfigError(f"cannot write the journal {path}: {exc}") from None
+        raise StorageError(path, f"cannot open the journal: {exc}") from None
+    return file
+
+
+def _cut_torn_tail(path: Path, file: IO[bytes], size: int) -> None:
+    with path.open("rb") as reader:
+        reader.seek(max(0, size - 65536))
+        tail = reader.read()
+    if tail.endswith(b"\n"):
+        return
+    end = tail.rfind(b"\n")
+    keep = size - len(tail) + end + 1 if end >= 0 else (0 if size <= 65536 else None)
+    if keep is None:  # a torn line longer than 64 KiB: read it all
+        keep = path.read_bytes().rfind(b"\n") + 1
+    file.truncate(keep)
 
 
 def _evaluated(evaluated: Evaluated, keep_outputs: bool) -> dict[str, Any]:

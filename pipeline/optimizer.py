@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from pipeline.errors import BudgetExhausted, ConfigError
+from pipeline.errors import BudgetExhausted, ConfigError, StorageError
 from pipeline.gateway import Gateway
 from pipeline.jobs import (
     BudgetUpdate,
@@ -34,6 +34,7 @@ from pipeline.jobs import (
     RunTotals,
     StepFinished,
     build_context,
+    check_splits,
 )
 from pipeline.journal import JobHistory
 from pipeline.progress import EventSink, JobState, RunObserver, unstarted
@@ -74,6 +75,7 @@ class OptimizerRun:
         names = [j.name for j in jobs]
         if len(set(names)) != len(names):
             raise ConfigError(f"job names must be unique, found duplicates in {names}")
+        check_splits(jobs, settings)
         self._gateway = gateway
         self._settings = settings
         self._observer = observer
@@ -85,6 +87,7 @@ class OptimizerRun:
         self._done = anyio.Event()
         self._result: RunResult | None = None
         self._stopped = False
+        self._fault: StorageError | None = None
         self._queues: dict[str, MemoryObjectReceiveStream[Any]] = {}
 
     async def events(self) -> AsyncIterator[ProgressEvent]:
@@ -107,11 +110,16 @@ class OptimizerRun:
         return depths
 
     async def result(self) -> RunResult:
+        """The run's result; raises the :class:`StorageError` that stopped it, if one did."""
         await self._done.wait()
         assert self._result is not None
+        if self._fault is not None:
+            raise self._fault
         return self._result
 
     async def run(self) -> RunResult:
+        """Run every job; a storage fault (the gateway's ledger or cache, or the observer's
+        journal) stops the run once the requests in flight are answered, and is raised then."""
         started = time.monotonic()
         try:
             await self._run_stages()
@@ -119,6 +127,8 @@ class OptimizerRun:
             self._sink.close()
         self._result = self._collect(time.monotonic() - started)
         self._done.set()
+        if self._fault is not None:
+            raise self._fault
         return self._result
 
     async def _run_stages(self) -> None:
@@ -294,6 +304,11 @@ class OptimizerRun:
         self._publish_budget()
 
     def _fail(self, state: JobState, error: BaseException) -> bool:
+        if isinstance(error, StorageError):  # the run stops; a resume redoes this job's step
+            self._fault, self._stopped = self._fault or error, True
+            state.end("interrupted", error)
+            self._publish_finish(state)
+            return True
         exhausted = isinstance(error, BudgetExhausted)
         if exhausted and getattr(error, "scope", "") == "run":
             self._stopped = True

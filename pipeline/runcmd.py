@@ -12,7 +12,7 @@ import dataclasses
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,33 +22,49 @@ import anyio
 import structlog
 
 from pipeline import logs
+from pipeline._log import get_logger
 from pipeline.budget import Budget
 from pipeline.cache import SqliteCache, open_sqlite_cache
-from pipeline.config import RunConfig, build_jobs, load_config, with_simulator_url
+from pipeline.config import (
+    RunConfig,
+    build_jobs,
+    load_config,
+    unpriced_endpoints,
+    with_simulator_url,
+)
 from pipeline.display import choose_mode, show_progress, summary_table, totals_from
-from pipeline.errors import ConfigError, LLMError
+from pipeline.errors import ConfigError, LLMError, StorageError
 from pipeline.gateway import Gateway, open_gateway
 from pipeline.jobs import Job, JobResult, RunResult, RunTotals
 from pipeline.journal import Journal, open_journal, read_journal
+from pipeline.ledger import open_sqlite_ledger
 from pipeline.optimizer import OptimizerRun
 from pipeline.report import write_report
 from pipeline.results import Counters, RunMeta, counters_of, results_document, write_json
-from pipeline.rundir import RunDir, prepare
+from pipeline.rundir import RunDir, RunLock, prepare
 from pipeline.sim.server import open_simulator
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_STORAGE, EXIT_INTERRUPTED = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    130,
+)
 STATS_INTERVAL_S = 1.0
 DRAIN_TIMEOUT_S = 30.0
-log = structlog.get_logger("gpo.run")
+log = get_logger("gpo.run")
 
 
 @dataclass(slots=True)
 class Session:
-    """One invocation of ``gpo run`` on a run directory."""
+    """One invocation of ``gpo run`` on a run directory, holding its lock until the run ends."""
 
     config: RunConfig
     rundir: RunDir
     jobs: list[Job]
+    lock: RunLock
     json: bool = False
     out: TextIO = field(default_factory=lambda: sys.stdout)
     started_mono: float = field(default_factory=time.monotonic)
@@ -71,23 +87,76 @@ def open_session(
             config, budget=dataclasses.replace(config.budget, usd=budget_usd)
         )
     jobs = build_jobs(config)
+    unpriced_endpoints(config)  # a USD cap with an unknown price: refused before anything
     target = run_dir or config.run_dir or Path("runs") / config.path.stem
-    return Session(config=config, rundir=prepare(target, config), jobs=jobs, json=json)
+    lock = RunLock.acquire(target)  # before anything is written there
+    try:
+        rundir = prepare(target, config)
+    except BaseException:
+        lock.release()
+        raise
+    return Session(config=config, rundir=rundir, jobs=jobs, lock=lock, json=json)
 
 
 async def run_session(session: Session) -> int:
-    """Run (or resume) the session's run; the exit code."""
+    """Run (or resume) the session's run; the exit code. Releases the run directory's lock."""
     structlog.contextvars.bind_contextvars(run_id=session.rundir.run_id)
-    with logs.to_file(session.rundir.logs, json=session.json):
-        async with _simulated(session.config) as config:
-            history, other = read_journal(session.rundir.journal)
-            session.previous = previous_counters(other)
-            async with open_sqlite_cache(session.rundir.cache) as cache:
-                budget = Budget(run_caps=config.budget, on_spend=cache.note_spend)
-                budget.preload(await cache.load_spend())
-                async with open_gateway(config.endpoints, budget=budget, cache=cache) as gw:
-                    await _preflight(gw, config)
-                    return await _optimize(session, config, gw, cache, history)
+    with session.lock, logs.to_file(session.rundir.logs, json=session.json):
+        try:
+            return await _run(session)
+        except (StorageError, BaseExceptionGroup) as exc:
+            fault = storage_fault_in(exc)
+            if fault is None:
+                raise
+        print(
+            f"error: {fault}\nThe run stopped cleanly: nothing more was sent and every "
+            "dollar is in the ledger. Fix the cause (free disk space, restore the file), then "
+            "run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_STORAGE
+
+
+async def _run(session: Session) -> int:
+    for endpoint in unpriced_endpoints(session.config):
+        log.warning(
+            "price_unknown",
+            endpoint=endpoint.name,
+            model=endpoint.model,
+            detail='its cost is shown as unknown; set price = {...} or "free" to count it',
+        )
+    rundir = session.rundir
+    async with _simulated(session.config) as config:
+        history, other = read_journal(rundir.journal)
+        session.previous = previous_counters(other)
+        async with (
+            open_sqlite_ledger(rundir.ledger, legacy_cache=rundir.cache) as ledger,
+            open_sqlite_cache(rundir.cache) as cache,
+        ):
+            budget = Budget(run_caps=config.budget, ledger=ledger)
+            budget.preload(ledger.spent)
+            async with open_gateway(config.endpoints, budget=budget, cache=cache) as gw:
+                await _preflight(gw, config)
+                return await _optimize(session, config, gw, cache, history)
+
+
+def storage_fault_in(exc: BaseException) -> StorageError | None:
+    """The storage fault that ``exc`` is or (alone) contains, else None."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        faults, rest = exc.split(StorageError)
+        if faults is not None and rest is None:
+            return next(e for e in _leaves(faults) if isinstance(e, StorageError))
+    return None
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
 
 
 @asynccontextmanager
@@ -115,6 +184,7 @@ async def _optimize(
     history: dict[str, Any],
 ) -> int:
     async with open_journal(session.rundir.journal) as journal:
+        journal.on_fault = gateway.storage_fault
         journal.append(
             {
                 "event": "run_started",
@@ -125,10 +195,16 @@ async def _optimize(
         run = OptimizerRun(
             gateway, session.jobs, config.settings, observer=journal, history=history
         )
-        result = await _supervise(session, run, gateway, journal)
+        try:
+            result = await _supervise(session, run, gateway, journal)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await gateway.save_unsaved()
         status = _status(session, result)
         journal.append(stats_event(gateway))
         journal.append({"event": "run_ended", "status": status})
+    if journal.fault is not None:
+        raise journal.fault
     await cache.flush()
     jobs = result.jobs if result else run.job_results()
     _write_outputs(session, gateway, jobs, status)
@@ -267,6 +343,7 @@ def _write_outputs(
         counters=session.previous + counters_of(stats),
         wall_s=time.monotonic() - session.started_mono,
         endpoints=stats,
+        prices=gateway.prices(),
     )
     write_json(session.rundir.results, document)
     write_report(session.rundir.path)
@@ -279,7 +356,8 @@ def _print_summary(session: Session, jobs: tuple[JobResult, ...], gateway: Gatew
         cost_usd=gateway.budget.state().spent_usd,
         wall_s=time.monotonic() - session.started_mono,
     )
-    print(summary_table(RunResult(jobs=jobs, totals=totals)), file=session.out)
+    table = summary_table(RunResult(jobs=jobs, totals=totals), cost_known=gateway.cost_known)
+    print(table, file=session.out)
     print(
         f"\nresults: {session.rundir.results}\nreport:  {session.rundir.report}", file=session.out
     )

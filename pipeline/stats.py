@@ -24,6 +24,9 @@ class EndpointStatistics:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    usage_raised: int
+    """Replies whose reported usage was below what their texts must have used, and so raised."""
+    usage_raised_tokens: int
     in_flight: int
     latency_p50_s: float | None
     latency_p95_s: float | None
@@ -47,6 +50,8 @@ class StatsRecorder:
     in_flight: int = 0
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
+    usage_raised: int = 0
+    usage_raised_tokens: int = 0
     retries: Counter[str] = field(default_factory=Counter)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
 
@@ -73,6 +78,8 @@ class StatsRecorder:
             input_tokens=self.usage.input_tokens,
             output_tokens=self.usage.output_tokens,
             cost_usd=self.cost_usd,
+            usage_raised=self.usage_raised,
+            usage_raised_tokens=self.usage_raised_tokens,
             in_flight=self.in_flight,
             latency_p50_s=_percentile(ordered, 0.50),
             latency_p95_s=_percentile(ordered, 0.95),

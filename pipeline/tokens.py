@@ -8,6 +8,9 @@ Two different questions get two different answers:
   exceeds a cap.
 * :func:`typical_input_tokens` is a realistic estimate (about 4 characters a token) for the
   tokens-per-minute limiter, where an error costs a retry, not money.
+* :func:`min_text_tokens` is a floor (5 characters a token: real tokenizers give natural text
+  more tokens than that, about one per 4 characters of English): reported usage below it is not
+  believed (a server counting one of ``n`` choices), so the ledger does not under-count.
 """
 
 from __future__ import annotations
@@ -30,3 +33,7 @@ def typical_input_tokens(messages: tuple[Message, ...]) -> int:
 
 def max_text_tokens(texts: tuple[str, ...]) -> int:
     return sum(len(t.encode("utf-8")) + 1 for t in texts) + _PER_REQUEST
+
+
+def min_text_tokens(texts: tuple[str, ...]) -> int:
+    return sum(len(t) for t in texts) // 5

@@ -352,7 +352,110 @@ def test_gateway_spend_stays_under_a_small_usd_cap(
 
     state = budget.state()
     assert state.spent_usd <= cap
-    assert refused, "every call fit although the worst case was over the cap"
+    for i in refused:  # refused only when its worst case did not fit with nothing in flight
+        request = requests[i]
+        assert request.max_tokens is not None
+        worst_i = price.cost(max_input_tokens(request.messages), request.n * request.max_tokens)
+        assert worst_i > cap - state.spent_usd
     assert (state.reserved_usd, state.reserved_tokens) == (0.0, 0)
     assert budget.open_reservations == 0
     assert state.spent_usd == pytest.approx(sum(costs), abs=1e-9)
+
+
+# --- acquire: reserve just before sending, wait while others may still free room ---------------
+
+
+async def test_acquire_waits_for_open_reservations_then_fits() -> None:
+    budget = Budget(run_caps=Caps(usd=1.0))
+    first = await budget.acquire(usd=0.8, tokens=0, endpoint="ep")
+    got: list[float] = []
+
+    async def second() -> None:
+        got.append((await budget.acquire(usd=0.5, tokens=0, endpoint="ep")).pusd / 1e12)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second)
+        await anyio.lowlevel.checkpoint()
+        assert got == []  # does not fit while the first is open, but is not refused either
+        budget.settle(first, usd=0.1, tokens=0)  # the first cost far less than its worst case
+    assert got == [0.5]
+
+
+async def test_acquire_is_refused_when_it_does_not_fit_with_nothing_open() -> None:
+    budget = Budget(run_caps=Caps(usd=1.0))
+    budget.settle(await budget.acquire(usd=0.9, tokens=0, endpoint="ep"), usd=0.8, tokens=0)
+    with pytest.raises(BudgetExhausted) as info:
+        await budget.acquire(usd=0.5, tokens=0, endpoint="ep")
+    assert info.value.scope == "run"
+    assert budget.open_reservations == 0
+
+
+async def test_waiters_are_refused_once_the_last_open_reservation_leaves_no_room() -> None:
+    budget = Budget(run_caps=Caps(usd=1.0))
+    first = await budget.acquire(usd=0.8, tokens=0, endpoint="ep")
+    refused: list[str] = []
+
+    async def waiter() -> None:
+        try:
+            await budget.acquire(usd=0.5, tokens=0, endpoint="ep", job="a")
+        except BudgetExhausted as exc:
+            refused.append(exc.scope)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        tg.start_soon(waiter)
+        await anyio.lowlevel.checkpoint()
+        budget.settle(first, usd=0.75, tokens=0)
+    assert refused == ["run", "run"]
+
+
+async def test_a_job_waits_only_on_its_own_open_reservations() -> None:
+    budget = Budget(job_caps=Caps(usd=1.0))
+    await budget.acquire(usd=0.8, tokens=0, endpoint="ep", job="other")  # never settled
+    mine = await budget.acquire(usd=0.8, tokens=0, endpoint="ep", job="mine")
+    budget.settle(mine, usd=0.8, tokens=0)
+    with pytest.raises(BudgetExhausted) as info:  # nothing of its own open: refused at once
+        await budget.acquire(usd=0.5, tokens=0, endpoint="ep", job="mine")
+    assert info.value.scope == "job:mine"
+
+
+def test_a_cap_is_spent_not_hoarded_by_calls_waiting_for_a_slot() -> None:
+    """Many concurrent calls, few slots, real usage a tenth of the worst case: the run stops
+    only when the next call's worst case does not fit with nothing in flight."""
+    price = Price(input_per_mtok=1.0, output_per_mtok=1.0)
+    requests = [ChatRequest.of(f"question {i}", max_tokens=1000) for i in range(200)]
+    worst = price.cost(max_input_tokens(requests[0].messages), 1000)
+    cap = 8 * worst
+
+    async def handler(request: ChatRequest) -> TransportReply:
+        await anyio.lowlevel.checkpoint()
+        return TransportReply(
+            choices=(Choice(text="42"),), usage=Usage(input_tokens=10, output_tokens=90)
+        )
+
+    budget = Budget(run_caps=Caps(usd=cap))
+    refused: list[int] = []
+
+    async def main() -> None:
+        async with open_test_gateway(
+            FakeTransport(chat=handler),
+            config=endpoint_config(price=price, max_in_flight=4),
+            clock=FakeClock(),
+            budget=budget,
+        ) as gateway:
+
+            async def one(i: int) -> None:
+                try:
+                    await gateway.chat("ep", requests[i])
+                except BudgetExhausted:
+                    refused.append(i)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(len(requests)):
+                    tg.start_soon(one, i)
+
+    anyio.run(main)
+    spent = budget.state().spent_usd
+    assert spent <= cap
+    assert spent > cap - worst  # refused only when even one more worst case did not fit
+    assert refused

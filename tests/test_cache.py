@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline.cache import MemoryCache, cache_key, open_sqlite_cache
-from pipeline.errors import ConfigError
+from pipeline.errors import StorageError
 
 IDENTITY: dict[str, Any] = {
     "kind": "openai",
@@ -67,16 +68,37 @@ async def test_sqlite_cache_creates_missing_parent_directories(tmp_path: Path) -
     assert path.is_file()
 
 
-async def test_a_corrupt_cache_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
+async def test_a_corrupt_cache_file_is_moved_aside_and_a_new_one_started(tmp_path: Path) -> None:
     path = tmp_path / "cache.db"
-    path.write_bytes(b"this is not an SQLite database, just some junk " * 100)
-    with pytest.raises(ConfigError, match=r"cache\.db"):
-        async with open_sqlite_cache(path):
-            pass
+    junk = b"this is not an SQLite database, just some junk " * 100
+    path.write_bytes(junk)
+    async with open_sqlite_cache(path) as cache:
+        assert cache.moved_aside is not None
+        assert cache.moved_aside.name.startswith("cache.db.corrupt-")
+        assert await cache.get_many(["k"]) == {}
+        await cache.put_many({"k": b"v"})
+    assert cache.moved_aside.read_bytes() == junk  # kept for inspection, never deleted
+    async with open_sqlite_cache(path) as cache:
+        assert cache.moved_aside is None
+        assert await cache.get_many(["k"]) == {"k": b"v"}
 
 
-async def test_a_directory_as_cache_path_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot open the response cache"):
+async def test_a_truncated_cache_file_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "cache.db"
+    async with open_sqlite_cache(path) as cache:
+        await cache.put_many({f"k{i}": b"x" * 500 for i in range(200)})
+    checkpointed = sqlite3.connect(path)
+    checkpointed.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpointed.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    async with open_sqlite_cache(path) as cache:
+        assert cache.moved_aside is not None
+        assert await cache.count() == 0
+
+
+async def test_a_directory_as_cache_path_is_a_storage_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="cannot open the response cache"):
         async with open_sqlite_cache(tmp_path):
             pass
 
@@ -117,31 +139,3 @@ def test_cache_key_is_a_stable_sha256_hex_digest_and_index() -> None:
     assert index == "0"
     assert key == cache_key({"a": 1}, 0)
     int(digest, 16)
-
-
-async def test_recorded_spend_survives_reopening_and_adds_up(tmp_path: Path) -> None:
-    path = tmp_path / "c.sqlite"
-    async with open_sqlite_cache(path) as cache:
-        cache.note_spend(("run", "job:a"), 500, 10)
-        await cache.put_many({"k": b"v"})  # carries the spend in its transaction
-        cache.note_spend(("run",), 7, 1)  # committed on close
-    async with open_sqlite_cache(path) as cache:
-        assert await cache.load_spend() == {"run": (507, 11), "job:a": (500, 10)}
-
-
-async def test_a_budget_preloaded_from_the_cache_refuses_what_the_earlier_run_used(
-    tmp_path: Path,
-) -> None:
-    from pipeline.budget import Budget, Caps
-    from pipeline.errors import BudgetExhausted
-
-    path = tmp_path / "c.sqlite"
-    async with open_sqlite_cache(path) as cache:
-        first = Budget(run_caps=Caps(usd=1.0), on_spend=cache.note_spend)
-        first.settle(first.reserve(usd=0.8, tokens=0, endpoint="e"), usd=0.8, tokens=0)
-    async with open_sqlite_cache(path) as cache:
-        second = Budget(run_caps=Caps(usd=1.0))
-        second.preload(await cache.load_spend())
-        assert second.state().spent_usd == pytest.approx(0.8)
-        with pytest.raises(BudgetExhausted):
-            second.reserve(usd=0.3, tokens=0, endpoint="e")

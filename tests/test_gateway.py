@@ -17,12 +17,14 @@ from pipeline.samples import derive_seed
 from pipeline.tokens import max_input_tokens
 from pipeline.values import (
     ChatRequest,
+    Choice,
     EmbeddingReply,
     EmbeddingRequest,
     Message,
     TransportReply,
     Usage,
 )
+from pipeline.wire_openai import parse_chat
 from tests.fakes import (
     PRICE,
     Blocking,
@@ -321,6 +323,27 @@ async def test_samples_are_cached_per_index() -> None:
     assert not four.cached
 
 
+async def test_a_null_content_reply_is_retried_and_never_cached() -> None:
+    bodies = [
+        b'{"choices": [{"index": 0, "message": {"content": null}, "finish_reason": "stop"}]}',
+        b'{"choices": [{"index": 0, "message": {"content": "4"}, "finish_reason": "stop"}]}',
+    ]
+    fake = FakeTransport(chat=lambda _: parse_chat(bodies.pop(0), {}, endpoint="ep"))
+    cache = MemoryCache()
+    # Not empty: an empty MemoryCache is falsy, and open_gateway's `cache or MemoryCache()` would
+    # put a fresh one in its place.
+    await cache.put_many({"unrelated": b"{}"})
+    async with open_test_gateway(fake, cache=cache) as gw:
+        completion = await gw.chat("ep", REQUEST)
+    assert [c.text for c in completion.choices] == ["4"]
+    assert len(fake.requests) == 2
+    assert len(cache) == 2  # the unrelated entry and the good answer, nothing for the null one
+    async with open_test_gateway(FakeTransport(), cache=cache) as gw:
+        again = await gw.chat("ep", REQUEST)
+    assert again.cached
+    assert again.choices == (Choice(text="4", finish_reason="stop"),)
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -523,7 +546,7 @@ async def test_a_call_cancelled_in_flight_is_charged_in_full() -> None:
     assert (state.reserved_usd, budget.open_reservations) == (0.0, 0)
 
 
-async def test_a_call_cancelled_before_sending_is_released() -> None:
+async def test_a_call_waiting_for_rate_capacity_holds_no_budget() -> None:
     clock = FakeClock(manual=True)
     budget = Budget()
     fake = FakeTransport()
@@ -532,7 +555,7 @@ async def test_a_call_cancelled_before_sending_is_released() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(gw.chat, "ep", REQUEST)
             await let_run()
-            assert budget.open_reservations == 1
+            assert budget.open_reservations == 0  # it reserves only when about to be sent
             tg.cancel_scope.cancel()
     assert fake.requests == []
     state = budget.state()
@@ -575,3 +598,84 @@ async def test_a_cache_shared_by_two_gateways_is_keyed_by_endpoint_kind() -> Non
     async with open_test_gateway(fake, cache=cache, config=config) as gw:
         await gw.chat("ep", REQUEST.with_(model="shared-model"))
     assert len(fake.requests) == 1
+
+
+# --- usage that a server under-reports ---------------------------------------------------------
+
+
+async def test_usage_of_one_choice_of_n_is_raised_to_what_the_texts_used() -> None:
+    text = "The answer follows from adding the two numbers given. So the answer is 42."
+
+    def one_choice_usage(request: ChatRequest) -> TransportReply:  # as llama.cpp's server does
+        choices = tuple(Choice(text=text) for _ in range(request.n))
+        return TransportReply(choices=choices, usage=Usage(input_tokens=30, output_tokens=18))
+
+    budget = Budget()
+    async with open_test_gateway(FakeTransport(chat=one_choice_usage), budget=budget) as gw:
+        done = await gw.chat("ep", ChatRequest.of("what is 40 + 2?", n=4, max_tokens=100))
+        stats = gw.statistics()["ep"]
+    assert done.usage.output_tokens >= 4 * len(text) // 5  # at least what 4 such texts use
+    assert done.usage.input_tokens == 30
+    assert stats.usage_raised == 1
+    assert stats.usage_raised_tokens == done.usage.output_tokens - 18
+    assert budget.state().spent_tokens == done.usage.total
+
+
+async def test_usage_of_a_single_choice_is_taken_as_reported() -> None:
+    def short_usage(request: ChatRequest) -> TransportReply:
+        return TransportReply(
+            choices=(Choice(text="x" * 400),), usage=Usage(input_tokens=3, output_tokens=1)
+        )
+
+    async with open_test_gateway(FakeTransport(chat=short_usage)) as gw:
+        done = await gw.chat("ep", ChatRequest.of("hi", max_tokens=200))
+        assert gw.statistics()["ep"].usage_raised == 0
+    assert done.usage == Usage(input_tokens=3, output_tokens=1)
+
+
+async def test_an_empty_cache_given_to_two_gateways_is_shared() -> None:
+    cache = MemoryCache()  # empty, so falsy: it must still be the one used
+    async with open_test_gateway(FakeTransport(), cache=cache) as gw:
+        await gw.chat("ep", REQUEST)
+    assert len(cache) == 1
+    fake = FakeTransport()
+    async with open_test_gateway(fake, cache=cache) as gw:
+        assert (await gw.chat("ep", REQUEST)).cached
+    assert fake.requests == []
+
+
+# --- prices --------------------------------------------------------------------------------------
+
+
+async def test_a_usd_cap_with_an_unknown_price_is_refused_before_any_call() -> None:
+    config = endpoint_config(model="my-local-llama", price=None, base_url="http://127.0.0.1:9/v1")
+    fake = FakeTransport()
+    with pytest.raises(e.ConfigError, match=r"'ep'.*'my-local-llama'.*price"):
+        async with open_test_gateway(fake, config=config, budget=Budget(run_caps=Caps(usd=1.0))):
+            pass
+    budget = Budget(job_caps=Caps(usd=1.0))
+    with pytest.raises(e.ConfigError, match="no price is known"):
+        async with open_test_gateway(fake, config=config, budget=budget):
+            pass
+    assert fake.requests == []
+
+
+async def test_a_job_cap_in_usd_on_an_unpriced_endpoint_is_refused_at_its_first_call() -> None:
+    config = endpoint_config(model="my-local-llama", price=None, base_url="http://127.0.0.1:9/v1")
+    fake = FakeTransport()
+    budget = Budget()
+    async with open_test_gateway(fake, config=config, budget=budget) as gw:
+        await gw.chat("ep", REQUEST, job="uncapped")  # no USD cap applies: allowed
+        budget.set_job_caps("capped", Caps(usd=1.0))
+        with pytest.raises(e.ConfigError, match="no price is known"):
+            await gw.chat("ep", ChatRequest.of("another"), job="capped")
+    assert len(fake.requests) == 1
+
+
+async def test_a_model_the_price_database_knows_is_priced_without_configuration() -> None:
+    config = endpoint_config(model="gpt-5-mini", price=None)  # at api.openai.com
+    async with open_test_gateway(FakeTransport(), config=config) as gw:
+        done = await gw.chat("ep", REQUEST)
+    assert done.cost_usd > 0
+    assert config.effective_price is not None
+    assert config.effective_price.source.startswith("genai-prices")

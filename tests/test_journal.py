@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import io
+import sys
 from pathlib import Path
+from typing import IO, Any, cast
 
 import anyio
+import orjson
 
-from pipeline.journal import open_journal, read_journal
+from pipeline.errors import StorageError
+from pipeline.journal import Journal, open_journal, read_journal
 from stages.messages import CandidateRecord, Evaluated, Outcome, StepRecord
 
 OUTCOME = Outcome(index=0, correct=False, output="So the answer is 3.", extracted="3")
@@ -81,3 +87,56 @@ def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
     jobs, other = read_journal(path)
     assert jobs["j"].status == "finished"
     assert other == []
+
+
+async def test_a_line_torn_by_a_crash_is_cut_before_new_lines_are_appended(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(b'{"event": "run_started"}\n{"event": "initial", "job": "a", "pro')
+    async with open_journal(path) as journal:
+        journal.append({"event": "run_ended", "status": "finished"})
+    lines = path.read_bytes().splitlines()
+    assert [orjson.loads(line)["event"] for line in lines] == ["run_started", "run_ended"]
+
+
+class FullDisk(io.RawIOBase):
+    """A file on a disk that fills up after ``room`` bytes: then a write fails (ENOSPC)."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.data = b""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if not self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        taken = bytes(data[: self.room])
+        self.data += taken
+        self.room -= len(taken)
+        return len(taken)
+
+    def fileno(self) -> int:
+        return sys.stderr.fileno()  # fsync of a terminal or pipe is harmless here
+
+
+async def test_a_full_disk_is_a_recorded_fault_and_nothing_more_is_written() -> None:
+    disk = FullDisk(room=30)
+    faults: list[StorageError] = []
+    journal = Journal(
+        cast(IO[bytes], disk), path=Path("runs/x/journal.jsonl"), on_fault=faults.append
+    )
+    journal.append({"event": "run_started"})
+    journal.append({"event": "step", "job": "a", "padding": "x" * 100})
+    await journal.sync()  # does not raise: the run is told through on_fault
+    assert journal.fault is not None
+    assert faults == [journal.fault]
+    assert "runs/x/journal.jsonl" in str(journal.fault)
+    assert "No space left" in str(journal.fault)
+    written = disk.data
+    disk.room = 10_000  # space freed: this session still writes nothing more
+    journal.append({"event": "run_ended"})
+    await journal.sync()
+    assert disk.data == written

@@ -20,13 +20,13 @@ from typing import Any, Protocol
 
 import anyio
 import orjson
-import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from pipeline._log import get_logger
 from pipeline.sim import tokens
 from pipeline.sim.brain import Brain
-from pipeline.sim.embed import embedding_payload, parse_embedding_request
+from pipeline.sim.embed import EmbeddingRequest, embedding_payload, parse_embedding_request
 from pipeline.sim.faults import (
     LATENCY_SIGMA,
     FaultInjector,
@@ -107,6 +107,10 @@ class SimStats:
     """Faults injected, by kind (``"429"``, ``"reset"``, ``"truncate"``, ``"quota"``...)."""
     choices_served: int = 0
     """Chat choices generated and sent."""
+    billed_input_tokens: int = 0
+    billed_output_tokens: int = 0
+    """What the chat answers it generated would bill (whether or not they arrived whole): the
+    ground truth of what a client spent, for tests of its ledger."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,7 +152,12 @@ async def open_simulator(
     finally:
         with anyio.CancelScope(shield=True):
             await runner.cleanup()
-        service.log.info("sim_stopped", requests=sum(service.stats.requests.values()))
+        service.log.info(
+            "sim_stopped",
+            requests=sum(service.stats.requests.values()),
+            billed_input_tokens=service.stats.billed_input_tokens,
+            billed_output_tokens=service.stats.billed_output_tokens,
+        )
 
 
 def load_brain(config: SimConfig) -> Replier:
@@ -176,7 +185,7 @@ class _Service:
     def __init__(self, config: SimConfig, *, brain: Replier, clock: Clock) -> None:
         self.config = config
         self.stats = SimStats()
-        self.log = structlog.get_logger().bind(component="sim")
+        self.log = get_logger("gpo.sim").bind(component="sim")
         self._brain = brain
         self._limiter = RateLimiter(
             rpm=config.rpm, tpm=config.tpm, burst_s=config.burst_s, clock=clock
@@ -225,7 +234,11 @@ class _Service:
         """``POST /v1/embeddings``."""
         body = await _json_body(request)
         embedding = parse_embedding_request(body)
-        return await self._serve(request, embedding.tokens, lambda: embedding_payload(embedding))
+        return await self._serve(request, embedding.tokens, lambda: self._embed_payload(embedding))
+
+    def _embed_payload(self, embedding: EmbeddingRequest) -> dict[str, Any]:
+        self.stats.billed_input_tokens += embedding.tokens
+        return embedding_payload(embedding)
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/models``."""
@@ -300,6 +313,9 @@ class _Service:
         choices = [self._generate(chat, index) for index in range(served)]
         self.stats.choices_served += served
         completion = sum(tokens.count_tokens(text) for text, _ in choices)
+        prompt = tokens.count_prompt_tokens(chat.messages)
+        self.stats.billed_input_tokens += prompt
+        self.stats.billed_output_tokens += completion
         return {
             "id": f"chatcmpl-{self._id_rng.getrandbits(96):024x}",
             "object": "chat.completion",
@@ -307,7 +323,7 @@ class _Service:
             "model": chat.model,
             "system_fingerprint": self._fingerprint,
             "choices": [_choice(index, *choice) for index, choice in enumerate(choices)],
-            "usage": tokens.usage(tokens.count_prompt_tokens(chat.messages), completion),
+            "usage": tokens.usage(prompt, completion),
         }
 
     def _generate(self, chat: ChatRequest, index: int) -> tuple[str, str]:

@@ -13,12 +13,13 @@ from collections.abc import Iterable, Sequence
 
 # A piece: an optional leading space plus one CJK character, up to six other letters, up to three
 # digits, up to three punctuation marks or up to three underscores; otherwise a run of whitespace
-# (the run before a word leaves its last space to the word, as tiktoken's patterns do). Every
+# (the run before a word leaves its last plain space to the word, as tiktoken's patterns do, so a
+# text cut between two pieces counts the same pieces before the cut). Every
 # character falls in one class, so the pieces tile the text.
 _CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _PIECE = re.compile(
     rf" ?(?:[{_CJK}]|(?:(?![{_CJK}])[^\W\d_]){{1,6}}|\d{{1,3}}|[^\w\s]{{1,3}}|_{{1,3}})"
-    r"|\s+(?!\S)|\s+"
+    r"|\s+(?= \S)|\s+"
 )
 
 MESSAGE_OVERHEAD = 4
