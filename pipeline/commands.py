@@ -19,7 +19,8 @@ _RUN_EXAMPLES = """examples:
 Running again on the same run directory resumes it: finished steps come from the journal,
 interrupted ones from the response cache, and no paid call is made twice.
 exit codes: 0 finished, 1 a job failed or another error, 2 bad input (nothing spent),
-3 stopped by a budget cap (best-so-far saved), 130 interrupted (resumable)
+3 stopped by a budget cap (best-so-far saved), 4 storage fault (fix it, then run again to
+resume), 130 interrupted (resumable)
 """
 
 
@@ -76,7 +77,10 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _estimate(args: argparse.Namespace) -> int:
     config = load_config(args.config, require_keys=False)  # estimating needs no key
-    print(render(estimate(build_jobs(config), config.settings, config.endpoints)))
+    result = estimate(
+        build_jobs(config), config.settings, config.endpoints, simulated=config.simulated
+    )
+    print(render(result))
     return 0
 
 
