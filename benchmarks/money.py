@@ -1,7 +1,7 @@
 """B6 cap use: how much of a dollar cap a run spends before it stops (``gpo run`` in a fresh
 process, the default settings: 128 call workers, 64 active jobs, 64 requests in flight).
 
-The simulator (in-process, as in ``gpo demo``: 60,000 RPM, ~30 ms latency, a few injected
+The simulator (in-process, configured as in ``gpo demo``: 60,000 RPM, ~30 ms latency, a few injected
 faults) is priced like gpt-4o-mini; 30 jobs on the built-in tasks cost about $1.3 uncapped. The
 figure is spent / cap: a run must stop only when the next call's worst case does not fit with
 nothing in flight, so it should be close to 1, and never above.
@@ -17,28 +17,15 @@ from typing import Any
 
 import orjson
 
+from pipeline.demo import DEMO_CONFIG
+
 TASKS = ("arithmetic", "word_sorting", "boolean_expressions", "object_counting")
 JOBS = 30
 
-CONFIG_HEAD = """\
-[run]
-seed = 7
-
-[simulator]
-seed = 7
-rpm = 60000
-latency_ms = 30
-faults = "429=0.01,500=0.01,reset=0.002"
-
-[endpoints.sim]
-kind = "simulator"
-price = { input_per_mtok = 0.15, output_per_mtok = 0.60 }
-
-[optimizer]
-preset = "gpo"
-task_endpoint = "sim"
-embedding_endpoint = "sim"
-"""
+CONFIG_HEAD = "\n".join(
+    line for line in DEMO_CONFIG.split("[[jobs]]")[0].splitlines() if "budget_usd" not in line
+)
+"""The demo's run, simulator, endpoint and optimizer tables, without its cap."""
 
 
 def config_text(jobs: int = JOBS) -> str:
