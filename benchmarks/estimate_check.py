@@ -31,10 +31,10 @@ from typing import Any
 
 import orjson
 
-from pipeline.config import build_jobs, load_config
-from pipeline.endpoint import EndpointConfig
-from pipeline.estimate import estimate
-from pipeline.pricing import Price
+from pipeline.config._load import build_jobs, load_config
+from pipeline.llm._endpoint import EndpointConfig
+from pipeline.llm._pricing import Price
+from pipeline.runner._estimate import estimate
 
 PRETEND = {"input_per_mtok": 0.15, "output_per_mtok": 0.60}
 STAND_IN = Path("/work/shared/data/bbh/web_of_lies.json")

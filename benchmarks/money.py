@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.demo import DEMO_CONFIG
+from pipeline.cli._demo import DEMO_CONFIG
 
 TASKS = ("arithmetic", "word_sorting", "boolean_expressions", "object_counting")
 JOBS = 30

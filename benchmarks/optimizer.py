@@ -26,15 +26,15 @@ import anyio
 import orjson
 
 from benchmarks.run import simulator
-from pipeline import logs
-from pipeline.cache import NoCache
-from pipeline.data import Example, load_examples
-from pipeline.endpoint import EndpointConfig
-from pipeline.gateway import open_gateway
-from pipeline.jobs import Job, OptimizerSettings, StepFinished
-from pipeline.optimizer import open_optimizer, optimize
-from pipeline.pricing import Price
+from pipeline.cli import _logs as logs
+from pipeline.llm._cache import NoCache
+from pipeline.llm._endpoint import EndpointConfig
+from pipeline.llm._gateway import open_gateway
+from pipeline.llm._pricing import Price
+from pipeline.runner._jobs import Job, OptimizerSettings, StepFinished
+from pipeline.runner._run import open_optimizer, optimize
 from pipeline.sim.tasks import builtin_tasks
+from pipeline.tasks._data import Example, load_examples
 from stages.strategy import PRESETS, strategy
 
 BBH = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbh"

@@ -37,14 +37,14 @@ import anyio.to_thread
 import orjson
 
 from benchmarks.money import cap_use
-from pipeline import logs
-from pipeline.budget import Budget
-from pipeline.cache import NoCache, ResponseCache, open_sqlite_cache
-from pipeline.endpoint import EndpointConfig
-from pipeline.gateway import open_gateway
-from pipeline.ledger import open_sqlite_ledger
-from pipeline.stats import EndpointStatistics
-from pipeline.values import ChatRequest
+from pipeline.cli import _logs as logs
+from pipeline.llm._budget import Budget
+from pipeline.llm._cache import NoCache, ResponseCache, open_sqlite_cache
+from pipeline.llm._endpoint import EndpointConfig
+from pipeline.llm._gateway import open_gateway
+from pipeline.llm._ledger import open_sqlite_ledger
+from pipeline.llm._stats import EndpointStatistics
+from pipeline.llm._values import ChatRequest
 
 
 @dataclass(frozen=True, slots=True)

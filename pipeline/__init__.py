@@ -7,11 +7,7 @@ on ``stages``, which is built on this package's lower layers.
 
 from typing import TYPE_CHECKING, Any
 
-from pipeline.budget import AccountState, Budget, Caps
-from pipeline.cache import MemoryCache, NoCache, ResponseCache, SqliteCache, open_sqlite_cache
 from pipeline.clock import Clock, SystemClock
-from pipeline.data import Example, Splits, examples_from, load_examples, split_examples
-from pipeline.endpoint import EndpointConfig, RetryPolicy
 from pipeline.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -33,14 +29,14 @@ from pipeline.errors import (
     RetryableError,
     ServerError,
 )
-from pipeline.fake import FakeTransport
-from pipeline.gateway import Gateway, open_gateway
-from pipeline.metrics import Judgement, Metric, auto_metric, custom_metric, metric_by_name
-from pipeline.pricing import FREE, Price, lookup_price
-from pipeline.secret import Secret
-from pipeline.stats import EndpointStatistics
-from pipeline.transport import Transport
-from pipeline.values import (
+from pipeline.llm._budget import AccountState, Budget, Caps
+from pipeline.llm._cache import MemoryCache, NoCache, ResponseCache, SqliteCache, open_sqlite_cache
+from pipeline.llm._endpoint import EndpointConfig, RetryPolicy
+from pipeline.llm._gateway import Gateway, open_gateway
+from pipeline.llm._pricing import FREE, Price, lookup_price
+from pipeline.llm._secret import Secret
+from pipeline.llm._stats import EndpointStatistics
+from pipeline.llm._values import (
     ChatRequest,
     Choice,
     Completion,
@@ -51,9 +47,13 @@ from pipeline.values import (
     TransportReply,
     Usage,
 )
+from pipeline.llm.transports._fake import FakeTransport
+from pipeline.llm.transports._protocol import Transport
+from pipeline.tasks._data import Example, Splits, examples_from, load_examples, split_examples
+from pipeline.tasks._metrics import Judgement, Metric, auto_metric, custom_metric, metric_by_name
 
 _LAZY = {
-    "pipeline.jobs": (
+    "pipeline.runner._jobs": (
         "BudgetUpdate",
         "CandidateScored",
         "Job",
@@ -66,11 +66,11 @@ _LAZY = {
         "RunTotals",
         "StepFinished",
     ),
-    "pipeline.optimizer": ("OptimizerRun", "open_optimizer", "optimize"),
+    "pipeline.runner._run": ("OptimizerRun", "open_optimizer", "optimize"),
 }
 
 if TYPE_CHECKING:
-    from pipeline.jobs import (
+    from pipeline.runner._jobs import (
         BudgetUpdate,
         CandidateScored,
         Job,
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
         RunTotals,
         StepFinished,
     )
-    from pipeline.optimizer import OptimizerRun, open_optimizer, optimize
+    from pipeline.runner._run import OptimizerRun, open_optimizer, optimize
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,7 @@ and its fields (with any bound context variables, such as ``run_id``) are the di
 ``record.gpo_event``. Events below the logger's effective level are dropped before any work, so a
 host that configured nothing sees what stdlib shows by default: WARNING and above on stderr, nothing
 on stdout. The ``gpo`` command line attaches its handlers to the ``gpo`` logger
-(:mod:`pipeline.logs`).
+(:mod:`pipeline.cli._logs`).
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from pipeline.data import Example
 from pipeline.errors import GpoError
-from pipeline.gateway import Gateway
-from pipeline.metrics import judge
-from pipeline.values import ChatRequest, Message
+from pipeline.llm._gateway import Gateway
+from pipeline.llm._values import ChatRequest, Message
+from pipeline.tasks._data import Example
+from pipeline.tasks._metrics import judge
 from stages.edits import normalize_prompt
 from stages.messages import (
     Candidate,

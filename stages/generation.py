@@ -9,8 +9,8 @@ prompt), and optionally rejected when over it.
 
 from __future__ import annotations
 
-from pipeline.gateway import Gateway
-from pipeline.values import ChatRequest
+from pipeline.llm._gateway import Gateway
+from pipeline.llm._values import ChatRequest
 from stages.edits import normalize_prompt, word_edit_distance
 from stages.messages import Candidate, Candidates, MetaPrompt
 from stages.parsing import extract_tagged

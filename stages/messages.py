@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NewType
 
-from pipeline.data import Example, Splits
-from pipeline.metrics import Metric
+from pipeline.tasks._data import Example, Splits
+from pipeline.tasks._metrics import Metric
 from stages.metaprompt import ShownPrompt
 from stages.strategy import Strategy
 

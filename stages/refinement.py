@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 
-from pipeline.gateway import Gateway
-from pipeline.values import ChatRequest
+from pipeline.llm._gateway import Gateway
+from pipeline.llm._values import ChatRequest
 from stages.messages import Direction, MetaPrompt, StepTicket
 from stages.metaprompt import ShownPrompt, build_meta_prompt, build_reflection_prompt
 from stages.schedule import word_budget

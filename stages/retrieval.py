@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.gateway import Gateway
-from pipeline.values import ChatRequest
+from pipeline.llm._gateway import Gateway
+from pipeline.llm._values import ChatRequest
 from stages.edits import normalize_prompt
 from stages.messages import Direction, StepTicket
 from stages.metaprompt import ShownPrompt, build_summary_prompt

@@ -15,14 +15,14 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from pipeline.budget import Budget
-from pipeline.cache import ResponseCache
-from pipeline.endpoint import EndpointConfig, RetryPolicy
 from pipeline.errors import LLMError
-from pipeline.fake import FakeTransport, echo_reply
-from pipeline.gateway import Gateway, open_gateway
-from pipeline.pricing import Price
-from pipeline.values import ChatRequest, Choice, RateLimitInfo, TransportReply, Usage
+from pipeline.llm._budget import Budget
+from pipeline.llm._cache import ResponseCache
+from pipeline.llm._endpoint import EndpointConfig, RetryPolicy
+from pipeline.llm._gateway import Gateway, open_gateway
+from pipeline.llm._pricing import Price
+from pipeline.llm._values import ChatRequest, Choice, RateLimitInfo, TransportReply, Usage
+from pipeline.llm.transports._fake import FakeTransport, echo_reply
 
 PRICE = Price(input_per_mtok=1.0, output_per_mtok=2.0)
 

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pipeline import errors as e
-from pipeline.endpoint import EndpointConfig
-from pipeline.http import HttpTransport, open_http_transport
-from pipeline.secret import Secret
-from pipeline.values import ChatRequest, EmbeddingRequest, Usage
+from pipeline.llm._endpoint import EndpointConfig
+from pipeline.llm._secret import Secret
+from pipeline.llm._values import ChatRequest, EmbeddingRequest, Usage
+from pipeline.llm.transports._http import HttpTransport, open_http_transport
 from tests.fakes_anthropic import NOW, FakeAnthropic, running
 
 KEY = "sk-ant-test"

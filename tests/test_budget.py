@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.budget import AccountState, Budget, Caps
 from pipeline.errors import BudgetExhausted
-from pipeline.fake import FakeTransport
-from pipeline.pricing import Price
-from pipeline.tokens import max_input_tokens
-from pipeline.values import ChatRequest, Choice, TransportReply, Usage
+from pipeline.llm._budget import AccountState, Budget, Caps
+from pipeline.llm._pricing import Price
+from pipeline.llm._tokens import max_input_tokens
+from pipeline.llm._values import ChatRequest, Choice, TransportReply, Usage
+from pipeline.llm.transports._fake import FakeTransport
 from tests.fakes import FakeClock, endpoint_config, open_test_gateway
 
 # --- units -----------------------------------------------------------------------------------

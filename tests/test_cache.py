@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.cache import MemoryCache, cache_key, open_sqlite_cache
 from pipeline.errors import StorageError
+from pipeline.llm._cache import MemoryCache, cache_key, open_sqlite_cache
 
 IDENTITY: dict[str, Any] = {
     "kind": "openai",

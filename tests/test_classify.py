@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from pipeline import errors as e
-from pipeline.classify import error_fields, error_for, retry_after_s
+from pipeline.llm.transports._classify import error_fields, error_for, retry_after_s
 
 NOW = 1_717_243_200.0  # 2024-06-01T12:00:00Z
 

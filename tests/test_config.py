@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.budget import Budget
-from pipeline.config import (
+from pipeline.config._load import (
     SIMULATOR_URL,
     RunConfig,
     build_jobs,
@@ -19,12 +18,13 @@ from pipeline.config import (
     load_config,
     with_simulator_url,
 )
-from pipeline.data import Example
 from pipeline.errors import ConfigError
-from pipeline.gateway import open_gateway
-from pipeline.optimizer import optimize
+from pipeline.llm._budget import Budget
+from pipeline.llm._gateway import open_gateway
+from pipeline.runner._run import optimize
 from pipeline.sim.server import open_simulator
 from pipeline.sim.tasks import builtin_tasks
+from pipeline.tasks._data import Example
 from stages.strategy import strategy
 
 SECRET = "sk-test-Secret-Value-0123456789"

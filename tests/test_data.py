@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.data import Example, Splits, examples_from, load_examples, split_examples
 from pipeline.errors import ConfigError
+from pipeline.tasks._data import Example, Splits, examples_from, load_examples, split_examples
 
 
 def write(path: Path, text: str | bytes) -> Path:

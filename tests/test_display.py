@@ -10,8 +10,7 @@ import anyio
 import orjson
 import pytest
 
-from pipeline.budget import Budget, Caps
-from pipeline.display import (
+from pipeline.cli._display import (
     CLEAR_LINE,
     HIDE_CURSOR,
     SHOW_CURSOR,
@@ -23,10 +22,13 @@ from pipeline.display import (
     summary_table,
     totals_from,
 )
-from pipeline.endpoint import EndpointConfig
-from pipeline.fake import FakeTransport
-from pipeline.gateway import open_gateway
-from pipeline.jobs import (
+from pipeline.llm._budget import Budget, Caps
+from pipeline.llm._endpoint import EndpointConfig
+from pipeline.llm._gateway import open_gateway
+from pipeline.llm._pricing import Price
+from pipeline.llm._values import ChatRequest
+from pipeline.llm.transports._fake import FakeTransport
+from pipeline.runner._jobs import (
     BudgetUpdate,
     JobFinished,
     JobResult,
@@ -37,8 +39,6 @@ from pipeline.jobs import (
     RunTotals,
     StepFinished,
 )
-from pipeline.pricing import Price
-from pipeline.values import ChatRequest
 
 ESC = "\x1b"
 

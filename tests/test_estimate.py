@@ -9,12 +9,12 @@ from typing import Any
 
 import anyio
 
-from pipeline.endpoint import EndpointConfig, RetryPolicy
-from pipeline.estimate import Estimate, Usage, estimate, render
-from pipeline.gateway import open_gateway
-from pipeline.jobs import Job, OptimizerSettings
-from pipeline.optimizer import optimize
-from pipeline.pricing import Price
+from pipeline.llm._endpoint import EndpointConfig, RetryPolicy
+from pipeline.llm._gateway import open_gateway
+from pipeline.llm._pricing import Price
+from pipeline.runner._estimate import Estimate, Usage, estimate, render
+from pipeline.runner._jobs import Job, OptimizerSettings
+from pipeline.runner._run import optimize
 from pipeline.sim.server import SimConfig, open_simulator
 from pipeline.sim.tasks import Task, builtin_tasks
 from stages.strategy import strategy

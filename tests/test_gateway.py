@@ -8,14 +8,13 @@ import anyio
 import pytest
 
 from pipeline import errors as e
-from pipeline.budget import Budget, Caps
-from pipeline.cache import MemoryCache, open_sqlite_cache
-from pipeline.endpoint import RetryPolicy
-from pipeline.fake import FakeTransport
-from pipeline.gateway import open_gateway
-from pipeline.samples import derive_seed
-from pipeline.tokens import max_input_tokens
-from pipeline.values import (
+from pipeline.llm._budget import Budget, Caps
+from pipeline.llm._cache import MemoryCache, open_sqlite_cache
+from pipeline.llm._endpoint import RetryPolicy
+from pipeline.llm._gateway import open_gateway
+from pipeline.llm._samples import derive_seed
+from pipeline.llm._tokens import max_input_tokens
+from pipeline.llm._values import (
     ChatRequest,
     Choice,
     EmbeddingReply,
@@ -24,7 +23,8 @@ from pipeline.values import (
     TransportReply,
     Usage,
 )
-from pipeline.wire_openai import parse_chat
+from pipeline.llm.transports._fake import FakeTransport
+from pipeline.llm.transports._openai import parse_chat
 from tests.fakes import (
     PRICE,
     Blocking,

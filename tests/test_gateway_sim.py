@@ -10,9 +10,6 @@ from typing import Any
 import anyio
 import pytest
 
-from pipeline.budget import Budget, Caps
-from pipeline.cache import MemoryCache, ResponseCache
-from pipeline.endpoint import EndpointConfig, RetryPolicy
 from pipeline.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -20,12 +17,15 @@ from pipeline.errors import (
     NotFound,
     QuotaExceeded,
 )
-from pipeline.gateway import Gateway, open_gateway
-from pipeline.pricing import Price
-from pipeline.secret import Secret
+from pipeline.llm._budget import Budget, Caps
+from pipeline.llm._cache import MemoryCache, ResponseCache
+from pipeline.llm._endpoint import EndpointConfig, RetryPolicy
+from pipeline.llm._gateway import Gateway, open_gateway
+from pipeline.llm._pricing import Price
+from pipeline.llm._secret import Secret
+from pipeline.llm._values import ChatRequest
 from pipeline.sim.faults import FaultSpec
 from pipeline.sim.server import SimConfig, Simulator, open_simulator
-from pipeline.values import ChatRequest
 
 FAST_RETRY = RetryPolicy(max_attempts=8, base_s=0.01, cap_s=0.05, retry_after_cap_s=2.0)
 

@@ -10,7 +10,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from pipeline.endpoint import EndpointConfig
 from pipeline.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -18,9 +17,10 @@ from pipeline.errors import (
     NotFound,
     RequestTimeout,
 )
-from pipeline.http import open_http_transport
-from pipeline.secret import Secret
-from pipeline.values import ChatRequest
+from pipeline.llm._endpoint import EndpointConfig
+from pipeline.llm._secret import Secret
+from pipeline.llm._values import ChatRequest
+from pipeline.llm.transports._http import open_http_transport
 
 KEY = "sk-live-abcdef0123456789"
 
@@ -101,7 +101,7 @@ async def test_a_refused_connection_is_retryable_and_not_billed() -> None:
 async def test_preflight_passes_a_server_without_models_and_stops_a_dead_one(
     server: TestServer,
 ) -> None:
-    from pipeline.gateway import open_gateway
+    from pipeline.llm._gateway import open_gateway
 
     alive = config(str(server.make_url("/v1")))  # no GET /models route: 404
     with socket.socket() as sock:

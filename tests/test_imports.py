@@ -15,8 +15,8 @@ MODULES = [
     "stages",
     "stages.messages",
     "stages.evaluation",
-    "pipeline.optimizer",
-    "pipeline.gateway",
+    "pipeline.runner._run",
+    "pipeline.llm._gateway",
     "pipeline.sim.server",
     "pipeline.cli",
 ]

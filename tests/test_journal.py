@@ -13,7 +13,7 @@ import anyio
 import orjson
 
 from pipeline.errors import StorageError
-from pipeline.journal import Journal, open_journal, read_journal
+from pipeline.rundir._journal import Journal, open_journal, read_journal
 from stages.messages import CandidateRecord, Evaluated, Outcome, StepRecord
 
 OUTCOME = Outcome(index=0, correct=False, output="So the answer is 3.", extracted="3")

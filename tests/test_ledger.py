@@ -13,11 +13,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from pipeline.budget import Budget, Caps, Reservation
 from pipeline.errors import BudgetExhausted, StorageError
-from pipeline.fake import FakeTransport
-from pipeline.ledger import open_sqlite_ledger
-from pipeline.values import ChatRequest
+from pipeline.llm._budget import Budget, Caps, Reservation
+from pipeline.llm._ledger import open_sqlite_ledger
+from pipeline.llm._values import ChatRequest
+from pipeline.llm.transports._fake import FakeTransport
 from tests.fakes import FakeClock, open_test_gateway
 
 PICO = 10**12
@@ -58,8 +58,8 @@ def test_reservations_open_when_a_process_is_killed_count_in_full(tmp_path: Path
     script = textwrap.dedent(
         f"""
         import os, signal, anyio
-        from pipeline.budget import Budget
-        from pipeline.ledger import open_sqlite_ledger
+        from pipeline.llm._budget import Budget
+        from pipeline.llm._ledger import open_sqlite_ledger
 
         async def main():
             async with open_sqlite_ledger({str(path)!r}) as ledger:

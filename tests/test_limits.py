@@ -8,9 +8,9 @@ import anyio
 import pytest
 
 from pipeline.clock import SystemClock
-from pipeline.limits import EndpointLimiter, TokenBucket
+from pipeline.llm._limits import EndpointLimiter, TokenBucket
+from pipeline.llm._values import RateLimitInfo
 from pipeline.sim.limits import RateLimiter
-from pipeline.values import RateLimitInfo
 from tests.fakes import FakeClock, let_run
 
 

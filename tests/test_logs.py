@@ -17,15 +17,15 @@ import orjson
 import pytest
 import structlog
 
-from pipeline import logs
 from pipeline._log import get_logger
+from pipeline.cli import _logs as logs
 from tests.cli_helpers import read_json, run_gpo
 
 _EMBEDDED_RUN = """
 import json, random, sys
 import anyio
 from pipeline import ChatRequest, EndpointConfig, open_gateway
-from pipeline.endpoint import RetryPolicy
+from pipeline.llm._endpoint import RetryPolicy
 from pipeline.sim.faults import FaultSpec
 from pipeline.sim.server import SimConfig, open_simulator
 
@@ -81,7 +81,7 @@ def test_a_library_warning_reaches_stderr_only_as_one_line() -> None:
     assert done.stderr == "cache_moved_aside path='a.sqlite' attempt=2\n"
 
 
-# --- the command line: pipeline.logs -----------------------------------------------------------
+# --- the command line: pipeline.cli._logs ----------------------------------------------
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.data import Example
 from pipeline.errors import ConfigError
-from pipeline.metrics import (
+from pipeline.tasks._data import Example
+from pipeline.tasks._metrics import (
     Judgement,
     Metric,
     auto_metric,

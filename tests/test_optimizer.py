@@ -19,13 +19,21 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from pipeline.budget import Budget, Caps
-from pipeline.data import Example, Splits, split_examples
-from pipeline.endpoint import EndpointConfig
 from pipeline.errors import ConfigError
-from pipeline.fake import FakeTransport
-from pipeline.gateway import Gateway, open_gateway
-from pipeline.jobs import (
+from pipeline.llm._budget import Budget, Caps
+from pipeline.llm._endpoint import EndpointConfig
+from pipeline.llm._gateway import Gateway, open_gateway
+from pipeline.llm._pricing import Price
+from pipeline.llm._values import (
+    ChatRequest,
+    Choice,
+    EmbeddingReply,
+    EmbeddingRequest,
+    TransportReply,
+    Usage,
+)
+from pipeline.llm.transports._fake import FakeTransport
+from pipeline.runner._jobs import (
     BudgetUpdate,
     CandidateScored,
     Job,
@@ -38,17 +46,9 @@ from pipeline.jobs import (
     StepFinished,
     build_context,
 )
-from pipeline.metrics import custom_metric
-from pipeline.optimizer import open_optimizer, optimize
-from pipeline.pricing import Price
-from pipeline.values import (
-    ChatRequest,
-    Choice,
-    EmbeddingReply,
-    EmbeddingRequest,
-    TransportReply,
-    Usage,
-)
+from pipeline.runner._run import open_optimizer, optimize
+from pipeline.tasks._data import Example, Splits, split_examples
+from pipeline.tasks._metrics import custom_metric
 from stages.edits import normalize_prompt
 from stages.strategy import Strategy, strategy
 

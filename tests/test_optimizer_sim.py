@@ -11,12 +11,12 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from pipeline.budget import Budget, Caps
-from pipeline.endpoint import EndpointConfig, RetryPolicy
-from pipeline.gateway import Gateway, open_gateway
-from pipeline.jobs import Job, JobResult, OptimizerSettings, RunResult
-from pipeline.optimizer import optimize
-from pipeline.pricing import Price
+from pipeline.llm._budget import Budget, Caps
+from pipeline.llm._endpoint import EndpointConfig, RetryPolicy
+from pipeline.llm._gateway import Gateway, open_gateway
+from pipeline.llm._pricing import Price
+from pipeline.runner._jobs import Job, JobResult, OptimizerSettings, RunResult
+from pipeline.runner._run import optimize
 from pipeline.sim.server import SimConfig, open_simulator
 from pipeline.sim.tasks import Task, builtin_tasks
 from stages.strategy import PRESETS, Strategy, strategy

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config, unpriced_endpoints
+from pipeline.config._load import load_config, unpriced_endpoints
 from pipeline.errors import ConfigError
-from pipeline.pricing import FREE, Price, lookup_price
+from pipeline.llm._pricing import FREE, Price, lookup_price
 
 DAY = datetime.date(2026, 12, 1)
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.report import render_report, stats_samples, write_report
-from pipeline.report_sections import word_diff
+from pipeline.report._page import render_report, stats_samples, write_report
+from pipeline.report._sections import word_diff
 
 XSS = "<script>alert(1)</script>"
 PHRASES = (

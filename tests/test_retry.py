@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.endpoint import RetryPolicy
 from pipeline.errors import RateLimited, ServerError
-from pipeline.retry import backoff_s, delay_s
+from pipeline.llm._endpoint import RetryPolicy
+from pipeline.llm._retry import backoff_s, delay_s
 
 POLICY = RetryPolicy(max_attempts=8, base_s=0.5, cap_s=4.0, retry_after_cap_s=60.0)
 

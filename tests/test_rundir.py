@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from pipeline._log import EVENT_ATTR
-from pipeline.config import RunConfig, load_config
+from pipeline.config._load import RunConfig, load_config
 from pipeline.errors import ConfigError
-from pipeline.rundir import LOCK_NAME, RunLock, prepare
+from pipeline.rundir._layout import LOCK_NAME, RunLock, prepare
 
 CONFIG = """\
 [endpoints.openai]
@@ -77,7 +77,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(
 ) -> None:
     run_dir = tmp_path / "run"
     script = (
-        "import os, sys; from pathlib import Path; from pipeline.rundir import RunLock; "
+        "import os, sys; from pathlib import Path; from pipeline.rundir._layout import RunLock; "
         "RunLock.acquire(Path(sys.argv[1])); os._exit(0)"  # dies holding it: no release
     )
     child = subprocess.run([sys.executable, "-c", script, str(run_dir)], check=True, timeout=60)

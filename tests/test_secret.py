@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestServer
 
 from pipeline import errors as e
 from pipeline._log import EVENT_ATTR
-from pipeline.fake import FakeTransport
-from pipeline.gateway import open_gateway
-from pipeline.http import open_http_transport
-from pipeline.secret import Secret
-from pipeline.values import ChatRequest
+from pipeline.llm._gateway import open_gateway
+from pipeline.llm._secret import Secret
+from pipeline.llm._values import ChatRequest
+from pipeline.llm.transports._fake import FakeTransport
+from pipeline.llm.transports._http import open_http_transport
 from tests.fakes import FakeClock, Scripted, endpoint_config, open_test_gateway
 
 KEY = "sk-test-5ecr3t-a1b2c3d4e5f6"

@@ -7,7 +7,7 @@ import anyio.lowlevel
 import pytest
 
 from pipeline.errors import BudgetExhausted, ServerError
-from pipeline.singleflight import SingleFlight
+from pipeline.llm._singleflight import SingleFlight
 from tests.fakes import let_run
 
 

@@ -8,10 +8,15 @@ import orjson
 import pytest
 
 from pipeline import errors as e
-from pipeline.classify import error_for
-from pipeline.transport import Wire
-from pipeline.values import ChatRequest, EmbeddingRequest, Message, RateLimitInfo, Usage
-from pipeline.wire_anthropic import AnthropicWire, finish_reason, parse_limits, reset_seconds
+from pipeline.llm._values import ChatRequest, EmbeddingRequest, Message, RateLimitInfo, Usage
+from pipeline.llm.transports._anthropic import (
+    AnthropicWire,
+    finish_reason,
+    parse_limits,
+    reset_seconds,
+)
+from pipeline.llm.transports._classify import error_for
+from pipeline.llm.transports._protocol import Wire
 
 NOW = 1_717_243_200.0  # 2024-06-01T12:00:00Z
 P = "anthropic-ratelimit-"

@@ -8,9 +8,8 @@ import orjson
 import pytest
 
 from pipeline.errors import MalformedResponse
-from pipeline.transport import Wire
-from pipeline.values import ChatRequest, EmbeddingRequest, Message, RateLimitInfo, Usage
-from pipeline.wire_openai import (
+from pipeline.llm._values import ChatRequest, EmbeddingRequest, Message, RateLimitInfo, Usage
+from pipeline.llm.transports._openai import (
     OpenAIWire,
     chat_body,
     embeddings_body,
@@ -19,6 +18,7 @@ from pipeline.wire_openai import (
     parse_embeddings,
     parse_limits,
 )
+from pipeline.llm.transports._protocol import Wire
 
 
 def body_of(request: ChatRequest) -> dict[str, Any]:

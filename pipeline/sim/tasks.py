@@ -1,6 +1,6 @@
 """Tasks the simulator knows the answers to: built-in synthetic ones and ones loaded from files.
 
-Task files are read by :func:`pipeline.data.load_examples` (the task name is the file stem):
+Task files are read by :func:`pipeline.tasks._data.load_examples` (the task name is the file stem):
 
 - ``*.json``: BIG-Bench Hard, ``{"examples": [{"input": ..., "target": ...}, ...]}``;
 - ``*.jsonl`` with ``{"input": ..., "target": ...}`` per line;
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from pipeline.data import Example, load_examples
 from pipeline.errors import ConfigError
-from pipeline.metrics import AnswerKind, detect_kind
 from pipeline.sim.synthetic import GENERATORS, distinct
+from pipeline.tasks._data import Example, load_examples
+from pipeline.tasks._metrics import AnswerKind, detect_kind
 
 __all__ = [
     "BUILTIN_SEED",

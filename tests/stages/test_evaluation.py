@@ -12,10 +12,7 @@ from types import MappingProxyType
 import anyio
 import pytest
 
-from pipeline.data import Example
-from pipeline.fake import FakeTransport
-from pipeline.jobs import Job, OptimizerSettings, build_context
-from pipeline.values import (
+from pipeline.llm._values import (
     ChatRequest,
     Choice,
     EmbeddingReply,
@@ -24,6 +21,9 @@ from pipeline.values import (
     TransportReply,
     Usage,
 )
+from pipeline.llm.transports._fake import FakeTransport
+from pipeline.runner._jobs import Job, OptimizerSettings, build_context
+from pipeline.tasks._data import Example
 from stages.edits import normalize_prompt
 from stages.evaluation import Call, Evaluation, serve_calls, task_messages
 from stages.messages import (

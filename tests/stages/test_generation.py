@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import MappingProxyType
 
-from pipeline.data import Example
-from pipeline.fake import FakeTransport
-from pipeline.jobs import Job, OptimizerSettings, build_context
-from pipeline.values import ChatRequest, Choice, TransportReply, Usage
+from pipeline.llm._values import ChatRequest, Choice, TransportReply, Usage
+from pipeline.llm.transports._fake import FakeTransport
+from pipeline.runner._jobs import Job, OptimizerSettings, build_context
+from pipeline.tasks._data import Example
 from stages.generation import Generation
 from stages.messages import Candidates, Entry, Evaluated, MetaPrompt, StepTicket
 from stages.strategy import Strategy, strategy

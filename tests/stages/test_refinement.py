@@ -8,10 +8,10 @@ from types import MappingProxyType
 
 import pytest
 
-from pipeline.data import Example
-from pipeline.fake import FakeTransport
-from pipeline.jobs import Job, OptimizerSettings, build_context
-from pipeline.values import ChatRequest, Choice, TransportReply, Usage
+from pipeline.llm._values import ChatRequest, Choice, TransportReply, Usage
+from pipeline.llm.transports._fake import FakeTransport
+from pipeline.runner._jobs import Job, OptimizerSettings, build_context
+from pipeline.tasks._data import Example
 from stages.messages import Direction, Entry, Evaluated, MetaPrompt, Outcome, StepTicket
 from stages.metaprompt import ShownPrompt
 from stages.refinement import Refinement

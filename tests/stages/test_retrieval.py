@@ -8,11 +8,11 @@ from types import MappingProxyType
 
 import pytest
 
-from pipeline.data import Example
-from pipeline.fake import FakeTransport
-from pipeline.gateway import Gateway
-from pipeline.jobs import Job, OptimizerSettings, build_context
-from pipeline.values import EmbeddingReply, EmbeddingRequest, Usage
+from pipeline.llm._gateway import Gateway
+from pipeline.llm._values import EmbeddingReply, EmbeddingRequest, Usage
+from pipeline.llm.transports._fake import FakeTransport
+from pipeline.runner._jobs import Job, OptimizerSettings, build_context
+from pipeline.tasks._data import Example
 from stages.edits import normalize_prompt
 from stages.messages import Entry, Evaluated, StepTicket
 from stages.metaprompt import ShownPrompt

@@ -1,0 +1,84 @@
+"""The ``gpo`` command line: the composition root for people at a terminal.
+
+Exit codes: 0 finished, 1 anything else, 2 bad input (nothing spent), 3 stopped by a budget cap,
+4 storage fault (the run directory could not be written; resumable), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+
+from pipeline.cli import _logs as logs
+from pipeline.errors import BudgetExhausted, ConfigError, StorageError
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_STORAGE, EXIT_INTERRUPTED = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    130,
+)
+
+_EPILOG = """examples:
+  gpo demo                            offline demo on the built-in simulator
+  gpo estimate examples/bbh.toml      what a run will cost, before spending anything
+  gpo run examples/bbh.toml           run it (again: resume it)
+  gpo report runs/bbh                 rewrite a run's report.html
+  gpo sim --port 8000 --rpm 600       serve the simulator for other tools
+
+exit codes: 0 finished, 1 a job failed or another error, 2 bad input (nothing spent),
+3 stopped by a budget cap, 4 storage fault (resumable once fixed), 130 interrupted (resumable)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.cli._commands import add_parsers
+    from pipeline.cli._demo import add_parser as add_demo_parser
+    from pipeline.sim.cli import add_parser as add_sim_parser
+
+    parser = argparse.ArgumentParser(
+        prog="gpo",
+        description="Asynchronous GPO prompt optimization against LLM APIs.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="JSON log lines on stderr")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_parsers(sub)
+    add_demo_parser(sub)
+    add_sim_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logs.configure(json=args.json, level=level)
+    handler: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.handler
+    try:
+        return anyio.run(handler, args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BudgetExhausted as exc:
+        print(f"stopped by the budget: {exc}", file=sys.stderr)
+        return EXIT_BUDGET
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

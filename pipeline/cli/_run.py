@@ -1,0 +1,363 @@
+"""``gpo run``: a configured run in a run directory, crash-safe and resumable.
+
+The composition root of a run: configuration -> run directory -> simulator (if any) -> cache and
+budget (preloaded with what earlier sessions spent) -> gateway (preflight: every endpoint answers
+and accepts its key before anything is spent) -> journal -> optimizer, with live progress, a
+stats sampler and a signal watcher beside it -> results.json and report.html.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+import structlog
+
+from pipeline._log import get_logger
+from pipeline.cli import _logs as logs
+from pipeline.cli._display import choose_mode, show_progress, summary_table, totals_from
+from pipeline.config._load import (
+    RunConfig,
+    build_jobs,
+    load_config,
+    unpriced_endpoints,
+    with_simulator_url,
+)
+from pipeline.errors import ConfigError, LLMError, StorageError
+from pipeline.llm._budget import Budget
+from pipeline.llm._cache import SqliteCache, open_sqlite_cache
+from pipeline.llm._gateway import Gateway, open_gateway
+from pipeline.llm._ledger import open_sqlite_ledger
+from pipeline.report._page import write_report
+from pipeline.rundir._journal import Journal, open_journal, read_journal
+from pipeline.rundir._layout import RunDir, RunLock, prepare
+from pipeline.runner._jobs import Job, JobResult, RunResult, RunTotals
+from pipeline.runner._results import Counters, RunMeta, counters_of, results_document, write_json
+from pipeline.runner._run import OptimizerRun
+from pipeline.sim.server import open_simulator
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_STORAGE, EXIT_INTERRUPTED = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    130,
+)
+STATS_INTERVAL_S = 1.0
+DRAIN_TIMEOUT_S = 30.0
+log = get_logger("gpo.run")
+
+
+@dataclass(slots=True)
+class Session:
+    """One invocation of ``gpo run`` on a run directory, holding its lock until the run ends."""
+
+    config: RunConfig
+    rundir: RunDir
+    jobs: list[Job]
+    lock: RunLock
+    json: bool = False
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    started_mono: float = field(default_factory=time.monotonic)
+    started_at: str = field(
+        default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    )
+    interrupted: bool = False
+    previous: Counters = field(default_factory=Counters)
+
+
+def open_session(
+    config_path: Path, *, run_dir: Path | None, budget_usd: float | None, json: bool
+) -> Session:
+    """Everything that can be checked before the event loop does anything: ConfigError if not."""
+    config = load_config(config_path)
+    if budget_usd is not None:
+        if budget_usd < 0:
+            raise ConfigError(f"--budget-usd: expected a number >= 0, found {budget_usd}")
+        config = dataclasses.replace(
+            config, budget=dataclasses.replace(config.budget, usd=budget_usd)
+        )
+    jobs = build_jobs(config)
+    unpriced_endpoints(config)  # a USD cap with an unknown price: refused before anything
+    target = run_dir or config.run_dir or Path("runs") / config.path.stem
+    lock = RunLock.acquire(target)  # before anything is written there
+    try:
+        rundir = prepare(target, config)
+    except BaseException:
+        lock.release()
+        raise
+    return Session(config=config, rundir=rundir, jobs=jobs, lock=lock, json=json)
+
+
+async def run_session(session: Session) -> int:
+    """Run (or resume) the session's run; the exit code. Releases the run directory's lock."""
+    structlog.contextvars.bind_contextvars(run_id=session.rundir.run_id)
+    with session.lock, logs.to_file(session.rundir.logs, json=session.json):
+        try:
+            return await _run(session)
+        except (StorageError, BaseExceptionGroup) as exc:
+            fault = storage_fault_in(exc)
+            if fault is None:
+                raise
+        print(
+            f"error: {fault}\nThe run stopped cleanly: nothing more was sent and every "
+            "dollar is in the ledger. Fix the cause (free disk space, restore the file), then "
+            "run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_STORAGE
+
+
+async def _run(session: Session) -> int:
+    for endpoint in unpriced_endpoints(session.config):
+        log.warning(
+            "price_unknown",
+            endpoint=endpoint.name,
+            model=endpoint.model,
+            detail='its cost is shown as unknown; set price = {...} or "free" to count it',
+        )
+    rundir = session.rundir
+    async with _simulated(session.config) as config:
+        history, other = read_journal(rundir.journal)
+        session.previous = previous_counters(other)
+        async with (
+            open_sqlite_ledger(rundir.ledger, legacy_cache=rundir.cache) as ledger,
+            open_sqlite_cache(rundir.cache) as cache,
+        ):
+            budget = Budget(run_caps=config.budget, ledger=ledger)
+            budget.preload(ledger.spent)
+            async with open_gateway(config.endpoints, budget=budget, cache=cache) as gw:
+                await _preflight(gw, config)
+                return await _optimize(session, config, gw, cache, history)
+
+
+def storage_fault_in(exc: BaseException) -> StorageError | None:
+    """The storage fault that ``exc`` is or (alone) contains, else None."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        faults, rest = exc.split(StorageError)
+        if faults is not None and rest is None:
+            return next(e for e in _leaves(faults) if isinstance(e, StorageError))
+    return None
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+@asynccontextmanager
+async def _simulated(config: RunConfig) -> AsyncIterator[RunConfig]:
+    if config.simulator is None or not config.simulated:
+        yield config
+        return
+    async with open_simulator(config.simulator) as sim:
+        yield with_simulator_url(config, sim.base_url)
+
+
+async def _preflight(gateway: Gateway, config: RunConfig) -> None:
+    real = [e.name for e in config.endpoints if e.name not in config.simulated]
+    try:
+        await gateway.preflight(real)
+    except LLMError as exc:
+        raise ConfigError(f"endpoint {exc.endpoint!r} is not usable: {exc}") from None
+
+
+async def _optimize(
+    session: Session,
+    config: RunConfig,
+    gateway: Gateway,
+    cache: SqliteCache,
+    history: dict[str, Any],
+) -> int:
+    async with open_journal(session.rundir.journal) as journal:
+        journal.on_fault = gateway.storage_fault
+        journal.append(
+            {
+                "event": "run_started",
+                "run_id": session.rundir.run_id,
+                "resumed": session.rundir.resumed,
+            }
+        )
+        run = OptimizerRun(
+            gateway, session.jobs, config.settings, observer=journal, history=history
+        )
+        try:
+            result = await _supervise(session, run, gateway, journal)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await gateway.save_unsaved()
+        status = _status(session, result)
+        journal.append(stats_event(gateway))
+        journal.append({"event": "run_ended", "status": status})
+    if journal.fault is not None:
+        raise journal.fault
+    await cache.flush()
+    jobs = result.jobs if result else run.job_results()
+    _write_outputs(session, gateway, jobs, status)
+    _print_summary(session, jobs, gateway)
+    return _exit_code(status, jobs)
+
+
+async def _supervise(
+    session: Session, run: OptimizerRun, gateway: Gateway, journal: Journal
+) -> RunResult | None:
+    """Run the optimizer with progress, stats and signals beside it. A signal cancels the run;
+    the display then reads the end of the event stream and draws its last frame."""
+    result: RunResult | None = None
+    run_scope = anyio.CancelScope()
+    async with anyio.create_task_group() as helpers:
+        helpers.start_soon(_watch_signals, session, gateway, run_scope)
+        helpers.start_soon(_sample_stats, gateway, journal, run)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_show, session, run, gateway)
+            with run_scope:
+                result = await run.run()
+        helpers.cancel_scope.cancel()
+    return result
+
+
+async def _show(session: Session, run: OptimizerRun, gateway: Gateway) -> None:
+    started = time.monotonic()
+    await show_progress(
+        run.events(),
+        lambda: totals_from(gateway, started=started, now=time.monotonic()),
+        total_jobs=len(session.jobs),
+        mode=choose_mode(sys.stderr, json=session.json),
+    )
+
+
+async def _watch_signals(session: Session, gateway: Gateway, scope: anyio.CancelScope) -> None:
+    """The first SIGINT/SIGTERM stops sending and lets requests in flight finish (so they are
+    paid once, cached and counted), then cancels the run; a second one cancels at once."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            session.interrupted = True
+            log.warning("run_interrupted", signal=signal.Signals(signum).name)
+            gateway.hold()
+            with anyio.move_on_after(DRAIN_TIMEOUT_S):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_cancel_on_signal, signals, tg.cancel_scope)
+                    await gateway.drained()
+                    tg.cancel_scope.cancel()
+            scope.cancel()
+            return
+
+
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+    await signals.__anext__()
+    scope.cancel()
+
+
+async def _sample_stats(gateway: Gateway, journal: Journal, run: OptimizerRun) -> None:
+    while True:
+        await anyio.sleep(STATS_INTERVAL_S)
+        journal.append({**stats_event(gateway), "queues": run.queue_depths()})
+
+
+def stats_event(gateway: Gateway) -> dict[str, Any]:
+    endpoints = {
+        name: {
+            "requests": s.requests,
+            "rate_limited": s.rate_limited,
+            "retries": s.retries_total,
+            "cost_usd": s.cost_usd,
+            "input_tokens": s.input_tokens,
+            "output_tokens": s.output_tokens,
+            "cache_hits": s.cache_hits,
+        }
+        for name, s in gateway.statistics().items()
+    }
+    return {"event": "stats", "spent_usd": gateway.budget.state().spent_usd, "endpoints": endpoints}
+
+
+def previous_counters(events: list[dict[str, Any]]) -> Counters:
+    """HTTP activity of earlier sessions: the last stats sample before each later start."""
+    total, last = Counters(), Counters()
+    for event in events:
+        if event.get("event") == "run_started":
+            total, last = total + last, Counters()
+        elif event.get("event") == "stats":
+            last = _counters_of_sample(event)
+    return total + last
+
+
+def _counters_of_sample(event: dict[str, Any]) -> Counters:
+    rows = [r for r in event.get("endpoints", {}).values() if isinstance(r, dict)]
+    return Counters(
+        calls=sum(int(r.get("requests", 0)) for r in rows),
+        cache_hits=sum(int(r.get("cache_hits", 0)) for r in rows),
+        retries=sum(int(r.get("retries", 0)) for r in rows),
+        input_tokens=sum(int(r.get("input_tokens", 0)) for r in rows),
+        output_tokens=sum(int(r.get("output_tokens", 0)) for r in rows),
+    )
+
+
+def _status(session: Session, result: RunResult | None) -> str:
+    if session.interrupted or result is None:
+        return "interrupted"
+    if any(j.status == "budget_exhausted" for j in result.jobs):
+        return "budget_exhausted"
+    return "finished" if all(j.status == "finished" for j in result.jobs) else "failed"
+
+
+def _exit_code(status: str, jobs: tuple[JobResult, ...]) -> int:
+    return {
+        "interrupted": EXIT_INTERRUPTED,
+        "budget_exhausted": EXIT_BUDGET,
+        "failed": EXIT_ERROR,
+    }.get(status, EXIT_OK)
+
+
+def _write_outputs(
+    session: Session, gateway: Gateway, jobs: tuple[JobResult, ...], status: str
+) -> None:
+    config = session.config
+    meta = RunMeta(
+        run_id=session.rundir.run_id,
+        started_at=session.started_at,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        status=status,
+        config_path=str(config.path),
+        strategy=config.settings.strategy.describe(),
+    )
+    stats = gateway.statistics()
+    document = results_document(
+        jobs,
+        meta=meta,
+        budget=gateway.budget,
+        caps=config.budget,
+        counters=session.previous + counters_of(stats),
+        wall_s=time.monotonic() - session.started_mono,
+        endpoints=stats,
+        prices=gateway.prices(),
+    )
+    write_json(session.rundir.results, document)
+    write_report(session.rundir.path)
+
+
+def _print_summary(session: Session, jobs: tuple[JobResult, ...], gateway: Gateway) -> None:
+    counters = session.previous + counters_of(gateway.statistics())
+    totals = RunTotals(
+        **dataclasses.asdict(counters),
+        cost_usd=gateway.budget.state().spent_usd,
+        wall_s=time.monotonic() - session.started_mono,
+    )
+    table = summary_table(RunResult(jobs=jobs, totals=totals), cost_known=gateway.cost_known)
+    print(table, file=session.out)
+    print(
+        f"\nresults: {session.rundir.results}\nreport:  {session.rundir.report}", file=session.out
+    )

@@ -1,0 +1,300 @@
+"""The run configuration: one TOML file naming the endpoints, the optimizer, budgets and jobs.
+
+::
+
+    [run]                   # optional: dir, seed, budget_usd, budget_tokens, max_active_jobs,
+                            #           call_workers
+    [simulator]             # optional: seed, rpm, tpm, latency_ms, latency_sigma, burst_s,
+                            #           faults, tasks (used by endpoints of kind "simulator")
+    [endpoints.NAME]        # one or more: kind, model, base_url, api_key_env, rpm, tpm,
+                            #   max_in_flight, timeout_s, connect_timeout_s, supports_n,
+                            #   default_max_tokens, price = {...}, retry = {...}
+    [optimizer]             # preset, task_endpoint, optimizer_endpoint, embedding_endpoint,
+                            #   scorer_max_tokens, optimizer_max_tokens and any strategy knob
+    [[jobs]]                # one or more: data (a file or "builtin:NAME") or glob, name, format,
+                            #   input_field, target_field, metric, initial_prompt, placement,
+                            #   dev_size, test_size, small_splits, budget_usd, budget_tokens,
+                            #   task_endpoint, optimizer_endpoint, embedding_endpoint, preset,
+                            #   strategy = {...}
+
+Paths are relative to the config file. API keys are read from the environment variables named by
+``api_key_env`` at load time into :class:`~pipeline.Secret`; ``api_key_env = ""`` means the
+server needs no key (local vLLM, Ollama). Validation is complete before anything is spent: every
+problem raises one :class:`~pipeline.errors.ConfigError` naming the file, the key path, what was
+expected and what was found (see :mod:`pipeline.config._schema`). A job's ``preset`` and
+``strategy`` table override the run's strategy for that job (run-level knobs apply first).
+A job whose data has fewer examples than its splits ask for (the strategy's ``exemplars`` +
+``dev_size`` + ``test_size``, by default 3 + 48 + 144 = 195) is refused by :func:`build_jobs`,
+naming the job and both numbers, unless it sets ``small_splits = true``: then dev keeps its size
+as long as one example is left for test, and test gets what remains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from pipeline.config._digest import config_digest, diff_digests
+from pipeline.config._jobs import (
+    ENDPOINT_REFS,
+    JobDefaults,
+    JobSpec,
+    endpoint_ref,
+    parse_jobs,
+    parse_strategy,
+)
+from pipeline.config._schema import Node
+from pipeline.config._sections import (
+    BUILTIN_PREFIX,
+    SIMULATOR_URL,
+    EndpointSpec,
+    parse_caps,
+    parse_endpoints,
+    parse_simulator,
+    resolve,
+)
+from pipeline.errors import ConfigError
+from pipeline.llm._budget import Caps
+from pipeline.llm._endpoint import EndpointConfig
+from pipeline.runner._jobs import Job, OptimizerSettings, check_splits
+from pipeline.sim.server import SimConfig
+from pipeline.sim.tasks import builtin_tasks
+from pipeline.tasks._data import Example, load_examples
+from stages.strategy import PRESETS, knobs
+
+__all__ = [
+    "BUILTIN_PREFIX",
+    "SIMULATOR_URL",
+    "JobSpec",
+    "RunConfig",
+    "build_job",
+    "build_jobs",
+    "config_digest",
+    "diff_digests",
+    "load_config",
+    "load_job_examples",
+    "unpriced_endpoints",
+    "with_simulator_url",
+]
+
+_TOP_KEYS: Final = ("run", "simulator", "endpoints", "optimizer", "jobs")
+_RUN_KEYS: Final = (
+    "dir",
+    "seed",
+    "budget_usd",
+    "budget_tokens",
+    "max_active_jobs",
+    "call_workers",
+)
+_OPTIMIZER_KEYS: Final = ("preset", *ENDPOINT_REFS, "scorer_max_tokens", "optimizer_max_tokens")
+_TOML_PLACE = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$", re.S)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """A validated run configuration. ``raw`` is the parsed TOML (for snapshots); endpoints of kind
+    ``"simulator"`` (named in ``simulated``) have the placeholder base URL until
+    :func:`with_simulator_url`; ``simulator`` is None when no endpoint is simulated."""
+
+    path: Path
+    raw: dict[str, Any]
+    run_dir: Path | None
+    seed: int
+    budget: Caps
+    max_active_jobs: int
+    call_workers: int
+    simulator: SimConfig | None
+    endpoints: tuple[EndpointConfig, ...]
+    simulated: frozenset[str]
+    preset: str
+    settings: OptimizerSettings
+    jobs: tuple[JobSpec, ...]
+
+    def endpoint(self, name: str) -> EndpointConfig:
+        return next(e for e in self.endpoints if e.name == name)
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    check_files: bool = True,
+    require_keys: bool = True,
+) -> RunConfig:
+    """Read and validate the config at ``path``; ``env`` defaults to ``os.environ``.
+
+    ``check_files=False`` skips the existence checks of data and task files (a glob matching
+    nothing then gives no jobs); ``require_keys=False`` accepts unset API key variables (for
+    commands that call no endpoint). Raises one :class:`ConfigError` for the first problem.
+    """
+    file = Path(path)
+    raw = _read_toml(file, str(path))
+    root = Node(str(path), "", raw)
+    root.only(_TOP_KEYS)
+    base = file.absolute().parent
+    run = root.table("run")
+    run.only(_RUN_KEYS)
+    seed = run.integer("seed", 0)
+    simulator = parse_simulator(
+        root.table("simulator"), base=base, seed=seed, check_files=check_files
+    )
+    endpoints = parse_endpoints(root.table("endpoints"), os.environ if env is None else env)
+    ctx = _defaults(root.table("optimizer"), endpoints, base, check_files)
+    jobs = parse_jobs(root, ctx)
+    if require_keys:
+        for name in _used(jobs, endpoints):
+            endpoints[name].check_key()
+    settings = _settings(run, root.table("optimizer"), ctx, seed)
+    dir_ = run.string("dir", None, empty=False)
+    simulated = frozenset(name for name, spec in endpoints.items() if spec.simulated)
+    return RunConfig(
+        path=file.absolute(),
+        raw=raw,
+        run_dir=resolve(base, dir_) if dir_ is not None else None,
+        seed=seed,
+        budget=parse_caps(run) or Caps(),
+        max_active_jobs=settings.max_active_jobs,
+        call_workers=settings.call_workers,
+        simulator=simulator if simulated else None,
+        endpoints=tuple(spec.config for spec in endpoints.values()),
+        simulated=simulated,
+        preset=ctx.preset,
+        settings=settings,
+        jobs=jobs,
+    )
+
+
+def with_simulator_url(config: RunConfig, url: str) -> RunConfig:
+    """``config`` with the simulator endpoints pointed at ``url`` (the running simulator's)."""
+    endpoints = tuple(
+        dataclasses.replace(e, base_url=url) if e.name in config.simulated else e
+        for e in config.endpoints
+    )
+    return dataclasses.replace(config, endpoints=endpoints)
+
+
+def unpriced_endpoints(config: RunConfig) -> list[EndpointConfig]:
+    """The endpoints some job uses whose price is unknown; ``ConfigError`` when a USD cap (the
+    run's or a job's) is set, since a cap cannot be enforced without a price."""
+    used = {n for job in config.jobs for n in (job.task_endpoint, job.optimizer_endpoint)}
+    used |= {job.embedding_endpoint for job in config.jobs if job.embedding_endpoint}
+    unknown = [e for e in config.endpoints if e.name in used and e.effective_price is None]
+    capped = config.budget.usd is not None or any(
+        job.budget is not None and job.budget.usd is not None for job in config.jobs
+    )
+    if unknown and capped:
+        e = unknown[0]
+        raise ConfigError(
+            f"{config.path}: endpoints.{e.name}: no price is known for model {e.model!r} at "
+            f"{e.base_url} and a USD cap is set; set price = {{ input_per_mtok = ..., "
+            f'output_per_mtok = ... }} (USD per million tokens), or price = "free" for a local '
+            "server"
+        )
+    return unknown
+
+
+def build_jobs(config: RunConfig) -> list[Job]:
+    """The optimizer's jobs, data loaded; a loader's ``ConfigError`` (naming the file) propagates,
+    and so does a job with fewer examples than its splits (see ``small_splits``). Use
+    :func:`build_job` per spec to let one broken data file fail alone."""
+    jobs = [build_job(spec) for spec in config.jobs]
+    try:
+        check_splits(jobs, config.settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{config.path}: {exc}") from None
+    return jobs
+
+
+def build_job(spec: JobSpec) -> Job:
+    """The :class:`~pipeline.runner._jobs.Job` of ``spec``, its examples loaded."""
+    return Job(
+        name=spec.name,
+        examples=load_job_examples(spec),
+        task_endpoint=spec.task_endpoint,
+        optimizer_endpoint=spec.optimizer_endpoint,
+        embedding_endpoint=spec.embedding_endpoint,
+        metric=None if spec.metric == "auto" else spec.metric,
+        initial_prompt=spec.initial_prompt,
+        placement=spec.placement,
+        dev_size=spec.dev_size,
+        test_size=spec.test_size,
+        small_splits=spec.small_splits,
+        strategy=spec.strategy,
+        budget=spec.budget,
+    )
+
+
+def load_job_examples(spec: JobSpec) -> tuple[Example, ...]:
+    """The examples of ``spec``: a built-in task's or the data file's."""
+    if spec.data.startswith(BUILTIN_PREFIX):
+        name = spec.data.removeprefix(BUILTIN_PREFIX)
+        return next(t.examples for t in builtin_tasks() if t.name == name)
+    return load_examples(
+        spec.data,
+        format=spec.format,
+        input_field=spec.input_field,
+        target_field=spec.target_field,
+    )
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _read_toml(file: Path, shown: str) -> dict[str, Any]:
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read the config file ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        found = f"byte {data[exc.start]:#04x}"
+        raise ConfigError(f"{shown}: line {line}: expected UTF-8 text, found {found}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        place = _TOML_PLACE.match(str(exc))
+        if place is None:
+            raise ConfigError(f"{shown}: invalid TOML: {exc}") from None
+        message = f"line {place['line']}: invalid TOML: {place['msg']} (column {place['col']})"
+        raise ConfigError(f"{shown}: {message}") from None
+
+
+# --- optimizer ----------------------------------------------------------------------------------
+
+
+def _defaults(
+    node: Node, endpoints: Mapping[str, EndpointSpec], base: Path, check_files: bool
+) -> JobDefaults:
+    node.only((*_OPTIMIZER_KEYS, *knobs()))
+    preset = node.choice("preset", tuple(PRESETS), "gpo")
+    overrides = {k: v for k, v in node.data.items() if k in knobs()}
+    parse_strategy(node, preset, overrides)  # validate the run's knobs where they are written
+    refs = {key: endpoint_ref(node, key, endpoints) for key in ENDPOINT_REFS}
+    return JobDefaults(base, check_files, endpoints, preset, overrides, refs)
+
+
+def _settings(run: Node, optimizer: Node, ctx: JobDefaults, seed: int) -> OptimizerSettings:
+    values = {
+        "max_active_jobs": run.integer("max_active_jobs", None, minimum=1),
+        "call_workers": run.integer("call_workers", None, minimum=1),
+        "scorer_max_tokens": optimizer.integer("scorer_max_tokens", None, minimum=1),
+        "optimizer_max_tokens": optimizer.integer("optimizer_max_tokens", None, minimum=1),
+    }
+    given = {k: v for k, v in values.items() if v is not None}
+    plan = parse_strategy(optimizer, ctx.preset, ctx.knobs)
+    return OptimizerSettings(strategy=plan, seed=seed, **given)
+
+
+def _used(jobs: tuple[JobSpec, ...], endpoints: Mapping[str, EndpointSpec]) -> list[str]:
+    """The endpoints some job calls, in file order."""
+    used = {name for job in jobs for name in (job.task_endpoint, job.optimizer_endpoint)}
+    used |= {job.embedding_endpoint for job in jobs if job.embedding_endpoint}
+    return [name for name in endpoints if name in used]

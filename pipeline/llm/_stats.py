@@ -1,0 +1,93 @@
+"""Counters per endpoint, read with ``Gateway.statistics()``."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from pipeline.llm._values import Usage
+
+_WINDOW = 4096
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointStatistics:
+    """A snapshot. Latency percentiles cover the last 4,096 HTTP requests that got an answer."""
+
+    endpoint: str
+    calls: int
+    requests: int
+    retries: dict[str, int]
+    rate_limited: int
+    failures: int
+    cache_hits: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    usage_raised: int
+    """Replies whose reported usage was below what their texts must have used, and so raised."""
+    usage_raised_tokens: int
+    in_flight: int
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    latency_p99_s: float | None
+
+    @property
+    def retries_total(self) -> int:
+        return sum(self.retries.values())
+
+
+@dataclass(slots=True)
+class StatsRecorder:
+    """Mutable counters owned by one endpoint."""
+
+    endpoint: str
+    calls: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    failures: int = 0
+    cache_hits: int = 0
+    in_flight: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    usage_raised: int = 0
+    usage_raised_tokens: int = 0
+    retries: Counter[str] = field(default_factory=Counter)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
+
+    def answered(self, latency_s: float, usage: Usage, cost_usd: float) -> None:
+        self.latencies.append(latency_s)
+        self.usage = self.usage + usage
+        self.cost_usd += cost_usd
+
+    def retried(self, reason: str) -> None:
+        self.retries[reason] += 1
+        if reason == "rate_limited":
+            self.rate_limited += 1
+
+    def snapshot(self) -> EndpointStatistics:
+        ordered = sorted(self.latencies)
+        return EndpointStatistics(
+            endpoint=self.endpoint,
+            calls=self.calls,
+            requests=self.requests,
+            retries=dict(self.retries),
+            rate_limited=self.rate_limited,
+            failures=self.failures,
+            cache_hits=self.cache_hits,
+            input_tokens=self.usage.input_tokens,
+            output_tokens=self.usage.output_tokens,
+            cost_usd=self.cost_usd,
+            usage_raised=self.usage_raised,
+            usage_raised_tokens=self.usage_raised_tokens,
+            in_flight=self.in_flight,
+            latency_p50_s=_percentile(ordered, 0.50),
+            latency_p95_s=_percentile(ordered, 0.95),
+            latency_p99_s=_percentile(ordered, 0.99),
+        )
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
