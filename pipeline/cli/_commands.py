@@ -1,12 +1,13 @@
-"""The ``run``, ``estimate`` and ``report`` subcommands of ``gpo``."""
+"""The ``run``, ``estimate``, ``report`` and ``config schema`` subcommands of ``gpo``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from pipeline.cli._run import open_session, run_session
-from pipeline.config._load import build_jobs, load_config
+from pipeline.config._load import build_jobs, json_schema, load_config
 from pipeline.report._page import write_report
 from pipeline.runner._estimate import estimate, render
 
@@ -66,6 +67,23 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     rep.add_argument("run_dir", type=Path, help="a run directory")
     rep.set_defaults(handler=_report)
+    config = sub.add_parser(
+        "config",
+        help="the configuration file's JSON Schema",
+        description="About the TOML configuration file.",
+        formatter_class=fmt,
+    )
+    actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
+    schema = actions.add_parser(
+        "schema",
+        help="print the JSON Schema of the configuration file",
+        description="Print the JSON Schema of the TOML configuration file, for editors and "
+        "tools that check TOML against a JSON Schema.",
+        epilog="example:\n  gpo config schema > gpo.schema.json\n"
+        "  and begin a config with the line:  #:schema ./gpo.schema.json",
+        formatter_class=fmt,
+    )
+    schema.set_defaults(handler=_config_schema)
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -86,4 +104,9 @@ async def _estimate(args: argparse.Namespace) -> int:
 
 async def _report(args: argparse.Namespace) -> int:
     print(write_report(args.run_dir))
+    return 0
+
+
+async def _config_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
     return 0

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pipeline.config._sections import BUILTIN_PREFIX
 from pipeline.errors import ConfigError
 from pipeline.llm._endpoint import EndpointConfig
-from pipeline.sim.server import SimConfig
+from pipeline.sim.config import SimConfig
 from pipeline.sim.tasks import builtin_tasks
 
 if TYPE_CHECKING:

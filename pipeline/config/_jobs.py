@@ -1,10 +1,12 @@
-"""The ``[[jobs]]`` tables of the run configuration, and the strategy of ``[optimizer]``.
+"""The jobs of the run configuration (``[[jobs]]``), and the strategy of ``[optimizer]``.
 
 A table names its data with ``data`` (a file, or ``"builtin:NAME"`` for a simulator's synthetic
 task) or ``glob`` (one job per matching file, named after it). Endpoint references default to
 ``[optimizer]``'s, the task endpoint to the only endpoint when there is one, the optimizer
 endpoint to the task endpoint. A job's ``preset`` and ``strategy`` table override the run's
-strategy (the run's knobs apply first, then the job's).
+strategy (the run's knobs apply first, then the job's). The tables' keys and types are checked
+(:mod:`pipeline.config._schema`); what is checked here are references to other tables, files,
+and the consistency of the knobs (by :func:`stages.strategy.strategy`).
 """
 
 from __future__ import annotations
@@ -13,34 +15,31 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, get_args
+from typing import Any, Final
 
-from pipeline.config._schema import Node, show
+from msgspec import UnsetType
+
+from pipeline.config._messages import At, show
+from pipeline.config._schema import JobTable, Knobs, given
 from pipeline.config._sections import (
     BUILTIN_PREFIX,
     EndpointSpec,
+    build_caps,
     check_file,
     expand,
-    parse_caps,
     resolve,
 )
 from pipeline.errors import ConfigError
 from pipeline.llm._budget import Caps
 from pipeline.runner._jobs import DEFAULT_INITIAL_PROMPT
 from pipeline.sim.synthetic import GENERATORS
-from pipeline.tasks._data import FORMATS, Format
-from pipeline.tasks._metrics import BUILTIN_METRICS
+from pipeline.tasks._data import Format
 from stages.messages import Placement
-from stages.strategy import PRESETS, Strategy, knobs, strategy
+from stages.strategy import Strategy, strategy
 
 BUILTIN_NAMES: Final = tuple(name for name, _ in GENERATORS)
-METRIC_NAMES: Final = ("auto", *(m.name for m in BUILTIN_METRICS))
-PLACEMENTS: Final = get_args(Placement)
 ENDPOINT_REFS: Final = ("task_endpoint", "optimizer_endpoint", "embedding_endpoint")
-_JOB_KEYS: Final = (
-    "name",
-    "data",
-    "glob",
+_SETTINGS: Final = (
     "format",
     "input_field",
     "target_field",
@@ -50,12 +49,8 @@ _JOB_KEYS: Final = (
     "dev_size",
     "test_size",
     "small_splits",
-    "budget_usd",
-    "budget_tokens",
-    *ENDPOINT_REFS,
-    "preset",
-    "strategy",
 )
+_KNOB_ERROR: Final = re.compile(r"^strategy knob '(?P<knob>\w+)': (?P<rest>.*)$", re.S)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,18 +90,22 @@ class JobDefaults:
     refs: Mapping[str, str | None]
 
 
-_KNOB_ERROR = re.compile(r"^strategy knob '(?P<knob>\w+)': (?P<rest>.*)$", re.S)
+def knob_values(table: Knobs) -> dict[str, Any]:
+    """The knobs a table sets (of ``[optimizer]``, the knobs only)."""
+    return given(table, *Knobs.__struct_fields__)
 
 
-def parse_strategy(node: Node, preset: str, overrides: Mapping[str, object]) -> Strategy:
+def parse_strategy(at: At, preset: str, overrides: Mapping[str, object]) -> Strategy:
+    """The strategy, its knobs' consistency checked by :func:`stages.strategy.strategy` (the
+    types and ranges of single knobs are the tables'); its message placed at the knob."""
     try:
         return strategy(preset, **overrides)
     except ConfigError as exc:
         knob = _KNOB_ERROR.match(str(exc))
         if knob is None:
-            raise node.error(None, str(exc)) from None
+            raise at.error(str(exc)) from None
         message = _toml_flavoured(knob["rest"], knob["knob"], overrides)
-        raise node.error(knob["knob"], message) from None
+        raise at.key(knob["knob"]).error(message) from None
 
 
 def _toml_flavoured(message: str, knob: str, overrides: Mapping[str, object]) -> str:
@@ -117,121 +116,98 @@ def _toml_flavoured(message: str, knob: str, overrides: Mapping[str, object]) ->
     return f"{expected.replace(chr(39), '')}, found {show(overrides[knob])}"
 
 
-def endpoint_ref(node: Node, key: str, endpoints: Mapping[str, EndpointSpec]) -> str | None:
-    name = node.string(key, None, empty=False)
-    if name is None:
+def endpoint_ref(
+    at: At, key: str, name: str | UnsetType, endpoints: Mapping[str, EndpointSpec]
+) -> str | None:
+    """The endpoint ``name`` of the table at ``at``, checked: it exists and serves ``key``."""
+    if isinstance(name, UnsetType):
         return None
     if name not in endpoints:
-        node.fail(key, "the name of an endpoint (" + ", ".join(endpoints) + ")", name)
+        at.key(key).fail("the name of an endpoint (" + ", ".join(endpoints) + ")", name)
     if key == "embedding_endpoint" and endpoints[name].kind == "anthropic":
         expected = "an endpoint that serves embeddings (kind openai or simulator)"
-        raise node.error(key, f"expected {expected}, found {show(name)} (kind anthropic)")
+        raise at.key(key).error(f"expected {expected}, found {show(name)} (kind anthropic)")
     return name
 
 
 # --- jobs ---------------------------------------------------------------------------------------
 
 
-def parse_jobs(root: Node, ctx: JobDefaults) -> tuple[JobSpec, ...]:
-    nodes = root.tables("jobs")
-    if not nodes:
-        raise root.error(None, "expected at least one [[jobs]] table, found none")
-    placed = [pair for node in nodes for pair in _job_specs(node, ctx)]
+def build_job_specs(tables: tuple[JobTable, ...], ctx: JobDefaults, at: At) -> tuple[JobSpec, ...]:
+    """Every job of the ``[[jobs]]`` tables; their names must be unique."""
+    placed = [pair for i, table in enumerate(tables) for pair in _specs(table, ctx, at.key(i))]
     first: dict[str, str] = {}
     for where, spec in placed:
         if spec.name in first:
-            raise ConfigError(
-                f"{root.file}: {where}: expected a unique job name, found {show(spec.name)} "
-                f"again (first in {first[spec.name]}); set name = ... to tell them apart"
+            raise At(at.file, where).error(
+                f"expected a unique job name, found {show(spec.name)} again (first in "
+                f"{first[spec.name]}); set name = ... to tell them apart"
             )
         first[spec.name] = where
     return tuple(spec for _, spec in placed)
 
 
-def _job_specs(node: Node, ctx: JobDefaults) -> list[tuple[str, JobSpec]]:
-    node.only(_JOB_KEYS)
-    settings = _job_settings(node, ctx)
+def _specs(table: JobTable, ctx: JobDefaults, at: At) -> list[tuple[str, JobSpec]]:
+    settings = _settings(table, ctx, at)
     return [
         (where, JobSpec(name=name, data=data, **settings))
-        for where, name, data in _sources(node, ctx)
+        for where, name, data in _sources(table, ctx, at)
     ]
 
 
-def _sources(node: Node, ctx: JobDefaults) -> list[tuple[str, str, str]]:
+def _sources(table: JobTable, ctx: JobDefaults, at: At) -> list[tuple[str, str, str]]:
     """(key path, job name, data) of each job of a ``[[jobs]]`` table."""
-    if node.has("glob"):
-        return _glob_sources(node, ctx)
-    if not node.has("data"):
-        raise node.error(None, "expected a data or a glob key, found neither")
-    data = _data(node, ctx)
+    if not isinstance(table.glob, UnsetType):
+        files = expand(ctx.base, table.glob)
+        if not files and ctx.check_files:
+            pattern = show(str(resolve(ctx.base, table.glob)))
+            raise at.key("glob").error(f"no files match {pattern}")
+        return [(f"{at.path} ({file.name})", file.stem, str(file)) for file in files]
+    data = _data(str(table.data), ctx, at.key("data"))
     stem = data.removeprefix(BUILTIN_PREFIX) if data.startswith(BUILTIN_PREFIX) else Path(data).stem
-    return [(node.path, node.string("name", stem, empty=False), data)]
+    return [(at.path, given(table).get("name", stem), data)]
 
 
-def _glob_sources(node: Node, ctx: JobDefaults) -> list[tuple[str, str, str]]:
-    for key in ("data", "name"):
-        if node.has(key):
-            message = "expected no data or name with glob (each file is a job named after it)"
-            raise node.error(key, f"{message}, found {show(node.data[key])}")
-    pattern = node.required_string("glob")
-    files = expand(ctx.base, pattern)
-    if not files and ctx.check_files:
-        raise node.error("glob", f"no files match {show(str(resolve(ctx.base, pattern)))}")
-    return [(f"{node.path} ({file.name})", file.stem, str(file)) for file in files]
-
-
-def _data(node: Node, ctx: JobDefaults) -> str:
-    text = node.required_string("data")
+def _data(text: str, ctx: JobDefaults, at: At) -> str:
     if text.startswith(BUILTIN_PREFIX):
         if text.removeprefix(BUILTIN_PREFIX) not in BUILTIN_NAMES:
-            expected = "a file or builtin:NAME with NAME one of " + ", ".join(BUILTIN_NAMES)
-            node.fail("data", expected, text)
+            at.fail("a file or builtin:NAME with NAME one of " + ", ".join(BUILTIN_NAMES), text)
         return text
     path = resolve(ctx.base, text)
     if ctx.check_files:
-        check_file(node, "data", path)
+        check_file(at, path)
     return str(path)
 
 
-def _job_settings(node: Node, ctx: JobDefaults) -> dict[str, Any]:
-    refs = {key: endpoint_ref(node, key, ctx.endpoints) or ctx.refs[key] for key in ENDPOINT_REFS}
-    task = refs["task_endpoint"] or _sole_endpoint(node, ctx)
-    values = {
-        "format": node.choice("format", FORMATS, None),
-        "input_field": node.string("input_field", None, empty=False),
-        "target_field": node.string("target_field", None, empty=False),
-        "metric": node.choice("metric", METRIC_NAMES, None),
-        "initial_prompt": node.string("initial_prompt", None),
-        "placement": node.choice("placement", PLACEMENTS, None),
-        "dev_size": node.integer("dev_size", None, minimum=1),
-        "test_size": node.integer("test_size", None, minimum=0),
-        "small_splits": node.boolean("small_splits", None),
+def _settings(table: JobTable, ctx: JobDefaults, at: At) -> dict[str, Any]:
+    refs = {
+        key: endpoint_ref(at, key, getattr(table, key), ctx.endpoints) or ctx.refs[key]
+        for key in ENDPOINT_REFS
     }
+    task = refs["task_endpoint"] or _sole_endpoint(ctx, at)
     return {
-        **{k: v for k, v in values.items() if v is not None},
-        "budget": parse_caps(node),
+        **given(table, *_SETTINGS),
+        "budget": build_caps(table),
         "task_endpoint": task,
         "optimizer_endpoint": refs["optimizer_endpoint"] or task,
         "embedding_endpoint": refs["embedding_endpoint"],
-        "strategy": _job_strategy(node, ctx),
+        "strategy": _job_strategy(table, ctx, at),
     }
 
 
-def _sole_endpoint(node: Node, ctx: JobDefaults) -> str:
+def _sole_endpoint(ctx: JobDefaults, at: At) -> str:
     if len(ctx.endpoints) == 1:
         return next(iter(ctx.endpoints))
     names = ", ".join(ctx.endpoints)
-    raise node.error(
-        "task_endpoint",
+    raise at.key("task_endpoint").error(
         f"expected the name of an endpoint ({names}) here or as optimizer.task_endpoint, "
-        "found nothing",
+        "found nothing"
     )
 
 
-def _job_strategy(node: Node, ctx: JobDefaults) -> Strategy | None:
-    if not node.has("preset") and not node.has("strategy"):
+def _job_strategy(table: JobTable, ctx: JobDefaults, at: At) -> Strategy | None:
+    if isinstance(table.preset, UnsetType) and isinstance(table.strategy, UnsetType):
         return None
-    preset = node.choice("preset", tuple(PRESETS), ctx.preset)
-    table = node.table("strategy")
-    table.only(knobs())
-    return parse_strategy(table, preset, {**ctx.knobs, **table.data})
+    preset = given(table).get("preset", ctx.preset)
+    knobs = {} if isinstance(table.strategy, UnsetType) else knob_values(table.strategy)
+    return parse_strategy(at.key("strategy"), preset, {**ctx.knobs, **knobs})

@@ -1,28 +1,13 @@
 """The run configuration: one TOML file naming the endpoints, the optimizer, budgets and jobs.
 
-::
-
-    [run]                   # optional: dir, seed, budget_usd, budget_tokens, max_active_jobs,
-                            #           call_workers
-    [simulator]             # optional: seed, rpm, tpm, latency_ms, latency_sigma, burst_s,
-                            #           faults, tasks (used by endpoints of kind "simulator")
-    [endpoints.NAME]        # one or more: kind, model, base_url, api_key_env, rpm, tpm,
-                            #   max_in_flight, timeout_s, connect_timeout_s, supports_n,
-                            #   default_max_tokens, price = {...}, retry = {...}
-    [optimizer]             # preset, task_endpoint, optimizer_endpoint, embedding_endpoint,
-                            #   scorer_max_tokens, optimizer_max_tokens and any strategy knob
-    [[jobs]]                # one or more: data (a file or "builtin:NAME") or glob, name, format,
-                            #   input_field, target_field, metric, initial_prompt, placement,
-                            #   dev_size, test_size, small_splits, budget_usd, budget_tokens,
-                            #   task_endpoint, optimizer_endpoint, embedding_endpoint, preset,
-                            #   strategy = {...}
-
-Paths are relative to the config file. API keys are read from the environment variables named by
-``api_key_env`` at load time into :class:`~pipeline.Secret`; ``api_key_env = ""`` means the
-server needs no key (local vLLM, Ollama). Validation is complete before anything is spent: every
-problem raises one :class:`~pipeline.errors.ConfigError` naming the file, the key path, what was
-expected and what was found (see :mod:`pipeline.config._schema`). A job's ``preset`` and
-``strategy`` table override the run's strategy for that job (run-level knobs apply first).
+Its tables (``[run]``, ``[simulator]``, ``[endpoints.NAME]``, ``[optimizer]``, ``[[jobs]]``) and
+their keys are declared in :mod:`pipeline.config._schema`. Paths are relative to the config file.
+API keys are read from the environment variables named by ``api_key_env`` at load time into
+:class:`~pipeline.Secret`; ``api_key_env = ""`` means the server needs no key (local vLLM,
+Ollama). Validation is complete before anything is spent: every problem raises one
+:class:`~pipeline.errors.ConfigError` naming the file, the key path, what was expected and what
+was found (see :mod:`pipeline.config._messages`). A job's ``preset`` and ``strategy`` table
+override the run's strategy for that job (run-level knobs apply first).
 A job whose data has fewer examples than its splits ask for (the strategy's ``exemplars`` +
 ``dev_size`` + ``test_size``, by default 3 + 48 + 144 = 195) is refused by :func:`build_jobs`,
 naming the job and both numbers, unless it sets ``small_splits = true``: then dev keeps its size
@@ -40,33 +25,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from msgspec import UnsetType
+
 from pipeline.config._digest import config_digest, diff_digests
 from pipeline.config._jobs import (
     ENDPOINT_REFS,
     JobDefaults,
     JobSpec,
+    build_job_specs,
     endpoint_ref,
-    parse_jobs,
+    knob_values,
     parse_strategy,
 )
-from pipeline.config._schema import Node
+from pipeline.config._messages import At, decode
+from pipeline.config._schema import ConfigFile, OptimizerTable, given, json_schema
 from pipeline.config._sections import (
     BUILTIN_PREFIX,
     SIMULATOR_URL,
     EndpointSpec,
-    parse_caps,
-    parse_endpoints,
-    parse_simulator,
+    build_caps,
+    build_endpoints,
+    build_simulator,
     resolve,
 )
 from pipeline.errors import ConfigError
 from pipeline.llm._budget import Caps
 from pipeline.llm._endpoint import EndpointConfig
 from pipeline.runner._jobs import Job, OptimizerSettings, check_splits
-from pipeline.sim.server import SimConfig
+from pipeline.sim.config import SimConfig
 from pipeline.sim.tasks import builtin_tasks
 from pipeline.tasks._data import Example, load_examples
-from stages.strategy import PRESETS, knobs
 
 __all__ = [
     "BUILTIN_PREFIX",
@@ -77,23 +65,16 @@ __all__ = [
     "build_jobs",
     "config_digest",
     "diff_digests",
+    "json_schema",
     "load_config",
     "load_job_examples",
     "unpriced_endpoints",
     "with_simulator_url",
 ]
 
-_TOP_KEYS: Final = ("run", "simulator", "endpoints", "optimizer", "jobs")
-_RUN_KEYS: Final = (
-    "dir",
-    "seed",
-    "budget_usd",
-    "budget_tokens",
-    "max_active_jobs",
-    "call_workers",
+_TOML_PLACE: Final = re.compile(
+    r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$", re.S
 )
-_OPTIMIZER_KEYS: Final = ("preset", *ENDPOINT_REFS, "scorer_max_tokens", "optimizer_max_tokens")
-_TOML_PLACE = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$", re.S)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,30 +116,27 @@ def load_config(
     """
     file = Path(path)
     raw = _read_toml(file, str(path))
-    root = Node(str(path), "", raw)
-    root.only(_TOP_KEYS)
+    at = At(str(path))
+    doc = decode(raw, ConfigFile, at)
     base = file.absolute().parent
-    run = root.table("run")
-    run.only(_RUN_KEYS)
-    seed = run.integer("seed", 0)
-    simulator = parse_simulator(
-        root.table("simulator"), base=base, seed=seed, check_files=check_files
+    simulator = build_simulator(
+        doc.simulator, base=base, seed=doc.run.seed, check_files=check_files, at=at.key("simulator")
     )
-    endpoints = parse_endpoints(root.table("endpoints"), os.environ if env is None else env)
-    ctx = _defaults(root.table("optimizer"), endpoints, base, check_files)
-    jobs = parse_jobs(root, ctx)
+    env_ = os.environ if env is None else env
+    endpoints = build_endpoints(doc.endpoints, env_, at.key("endpoints"))
+    ctx = _defaults(doc.optimizer, endpoints, base, check_files, at.key("optimizer"))
+    jobs = build_job_specs(doc.jobs, ctx, at.key("jobs"))
     if require_keys:
         for name in _used(jobs, endpoints):
             endpoints[name].check_key()
-    settings = _settings(run, root.table("optimizer"), ctx, seed)
-    dir_ = run.string("dir", None, empty=False)
+    settings = _settings(doc, ctx, at.key("optimizer"))
     simulated = frozenset(name for name, spec in endpoints.items() if spec.simulated)
     return RunConfig(
         path=file.absolute(),
         raw=raw,
-        run_dir=resolve(base, dir_) if dir_ is not None else None,
-        seed=seed,
-        budget=parse_caps(run) or Caps(),
+        run_dir=None if isinstance(doc.run.dir, UnsetType) else resolve(base, doc.run.dir),
+        seed=doc.run.seed,
+        budget=build_caps(doc.run) or Caps(),
         max_active_jobs=settings.max_active_jobs,
         call_workers=settings.call_workers,
         simulator=simulator if simulated else None,
@@ -267,30 +245,29 @@ def _read_toml(file: Path, shown: str) -> dict[str, Any]:
         raise ConfigError(f"{shown}: {message}") from None
 
 
-# --- optimizer ----------------------------------------------------------------------------------
+# --- optimizer ---------------------------------------------------------------------------------
 
 
 def _defaults(
-    node: Node, endpoints: Mapping[str, EndpointSpec], base: Path, check_files: bool
+    table: OptimizerTable,
+    endpoints: Mapping[str, EndpointSpec],
+    base: Path,
+    check_files: bool,
+    at: At,
 ) -> JobDefaults:
-    node.only((*_OPTIMIZER_KEYS, *knobs()))
-    preset = node.choice("preset", tuple(PRESETS), "gpo")
-    overrides = {k: v for k, v in node.data.items() if k in knobs()}
-    parse_strategy(node, preset, overrides)  # validate the run's knobs where they are written
-    refs = {key: endpoint_ref(node, key, endpoints) for key in ENDPOINT_REFS}
-    return JobDefaults(base, check_files, endpoints, preset, overrides, refs)
+    knobs = knob_values(table)
+    parse_strategy(at, table.preset, knobs)  # check the run's knobs where they are written
+    refs = {key: endpoint_ref(at, key, getattr(table, key), endpoints) for key in ENDPOINT_REFS}
+    return JobDefaults(base, check_files, endpoints, table.preset, knobs, refs)
 
 
-def _settings(run: Node, optimizer: Node, ctx: JobDefaults, seed: int) -> OptimizerSettings:
-    values = {
-        "max_active_jobs": run.integer("max_active_jobs", None, minimum=1),
-        "call_workers": run.integer("call_workers", None, minimum=1),
-        "scorer_max_tokens": optimizer.integer("scorer_max_tokens", None, minimum=1),
-        "optimizer_max_tokens": optimizer.integer("optimizer_max_tokens", None, minimum=1),
-    }
-    given = {k: v for k, v in values.items() if v is not None}
-    plan = parse_strategy(optimizer, ctx.preset, ctx.knobs)
-    return OptimizerSettings(strategy=plan, seed=seed, **given)
+def _settings(doc: ConfigFile, ctx: JobDefaults, at: At) -> OptimizerSettings:
+    return OptimizerSettings(
+        strategy=parse_strategy(at, ctx.preset, ctx.knobs),
+        seed=doc.run.seed,
+        **given(doc.run, "max_active_jobs", "call_workers"),
+        **given(doc.optimizer, "scorer_max_tokens", "optimizer_max_tokens"),
+    )
 
 
 def _used(jobs: tuple[JobSpec, ...], endpoints: Mapping[str, EndpointSpec]) -> list[str]:

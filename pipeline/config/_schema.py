@@ -1,180 +1,252 @@
-"""The schema layer of the run configuration: typed reads of a parsed TOML document.
+"""The run configuration file, declared: one frozen :class:`msgspec.Struct` per TOML table.
 
-A :class:`Node` is one TOML table at a key path of a config file. Its getters check the type and
-range of one value and raise :class:`~pipeline.errors.ConfigError` with one message that names the
-file, the key path, what was expected and what was found::
-
-    examples/bbh.toml: endpoints.openai.rpm: expected a number > 0, found "fast"
-    examples/bbh.toml: unknown key optimizer.candidate (did you mean candidates?)
-
-TOML booleans are never numbers here (``true`` is not ``1``). Relative paths are resolved against
-the config file's directory. The sections that build the library's own frozen values (endpoints,
-caps, the simulator) are parsed in :mod:`pipeline.config._sections`.
+msgspec checks every key, type and range of a parsed document against :class:`ConfigFile`
+(messages: :mod:`pipeline.config._messages`); a table's ``__post_init__`` checks the rules
+between its own keys. What no table can check (references between tables, files, API keys, the
+knobs' consistency) is checked where the values are built (:mod:`pipeline.config._sections`,
+:mod:`pipeline.config._jobs`). A key left out is ``UNSET``, so the library value's own default
+applies. :func:`json_schema` is what ``gpo config schema`` prints, for editors.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
-import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import Annotated, Any, Literal
 
-from pipeline.errors import ConfigError
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
-D = TypeVar("D")
+from pipeline.config._messages import Invalid, show
+from pipeline.llm._endpoint import RetryPolicy
+from pipeline.tasks._data import Format
+from stages.messages import Placement
+from stages.schedule import ScheduleKind
+from stages.strategy import MAX_TEMPERATURE, HistoryOrder, RelevanceBackend, Trajectory, Update
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+(?:\[\d+\])?$")  # a TOML bare key, maybe indexed
-_SHOWN_CHARS = 80
+Positive = Annotated[float, Meta(gt=0)]
+NonNegative = Annotated[float, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=1)]
+NonNegativeInt = Annotated[int, Meta(ge=0)]
+Temperature = Annotated[float, Meta(ge=0, le=MAX_TEMPERATURE)]
+Text = Annotated[str, Meta(pattern=r"\S", extra={"expected": "a non-empty string"})]
+Url = Annotated[str, Meta(pattern=r"^https?://", extra={"expected": "an http:// or https:// URL"})]
+EnvName = Annotated[
+    str,
+    Meta(
+        pattern=r"^(?:[A-Za-z_][A-Za-z0-9_]{0,63})?$",
+        extra={
+            "expected": "the name of the environment variable holding the key (not the key "
+            'itself), or "" for no key',
+            # Shown instead of the string found: it may be the key itself.
+            "conceal": "a string that is not a variable name",
+        },
+    ),
+]
+EndpointName = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        extra={"expected": "a name of letters, digits, '_', '-' or '.' (at most 64)"},
+    ),
+]
+EndpointKind = Literal["openai", "anthropic", "simulator"]
+Tags = Annotated[
+    tuple[Text, Text],
+    Meta(
+        extra={
+            "expected": "two different non-empty tags without surrounding whitespace, e.g. "
+            "<START>, <END>"
+        }
+    ),
+]
+Preset = Literal["gpo", "opro", "ape", "apo", "pe2", "baseline"]  # stages.strategy.PRESETS
+MetricName = Literal[  # "auto" and pipeline.tasks._metrics.BUILTIN_METRICS
+    "auto", "exact", "choice", "numeric", "yes_no", "true_false", "word_list", "contains"
+]
+
+_RETRY = RetryPolicy()
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
-    """A TOML table found at ``path`` (``""`` for the document) in the config file ``file``."""
+class Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A TOML table: frozen, and a key it does not declare is an error."""
 
-    file: str
-    path: str
-    data: Mapping[str, object]
 
-    # --- locations and errors ---------------------------------------------------------------
+def given(table: msgspec.Struct, *names: str) -> dict[str, Any]:
+    """The keys of ``table`` (all, or ``names``) that the file sets."""
+    names = names or table.__struct_fields__
+    return {n: getattr(table, n) for n in names if getattr(table, n) is not UNSET}
 
-    def key_path(self, key: str) -> str:
-        """The dotted path of ``key`` in this table (``endpoints.openai.rpm``)."""
-        name = key if _BARE_KEY.match(key) else json.dumps(key, ensure_ascii=False)
-        return f"{self.path}.{name}" if self.path else name
 
-    def error(self, key: str | None, message: str) -> ConfigError:
-        """``file: path.key: message`` (the table's own path when ``key`` is None)."""
-        where = self.key_path(key) if key is not None else self.path
-        return ConfigError(
-            f"{self.file}: {where}: {message}" if where else f"{self.file}: {message}"
-        )
+class RunTable(Table, frozen=True, kw_only=True):
+    """``[run]``: the run directory (relative to the file), the seed, caps and concurrency."""
 
-    def fail(self, key: str | None, expected: str, found: object) -> NoReturn:
-        raise self.error(key, f"expected {expected}, found {show(found)}")
+    dir: Text | UnsetType = UNSET
+    seed: int = 0
+    budget_usd: NonNegative | UnsetType = UNSET
+    budget_tokens: NonNegativeInt | UnsetType = UNSET
+    max_active_jobs: Count | UnsetType = UNSET
+    call_workers: Count | UnsetType = UNSET
 
-    def only(self, allowed: Iterable[str]) -> None:
-        """Refuse any key not in ``allowed``, suggesting the closest allowed one."""
-        known = list(allowed)
-        for key in self.data:
-            if key not in known:
-                raise ConfigError(f"{self.file}: {unknown_key(self.key_path(key), key, known)}")
 
-    def has(self, key: str) -> bool:
-        return key in self.data
+class SimulatorTable(Table, frozen=True, kw_only=True):
+    """``[simulator]``: the in-process simulator that endpoints of kind "simulator" call."""
 
-    # --- tables -----------------------------------------------------------------------------
+    seed: int | UnsetType = UNSET  # default: [run].seed
+    rpm: Positive | UnsetType = UNSET
+    tpm: Positive | UnsetType = UNSET
+    latency_ms: NonNegative | UnsetType = UNSET
+    latency_sigma: NonNegative | UnsetType = UNSET
+    burst_s: Positive | UnsetType = UNSET
+    faults: str = ""  # e.g. "429=0.02,500=0.01"
+    tasks: tuple[Text, ...] = ()  # task files or globs, relative to the config file
 
-    def table(self, key: str) -> Node:
-        """The sub-table ``key`` (an empty one when absent)."""
-        value = self.data.get(key, {})
-        if not isinstance(value, dict):
-            self.fail(key, "a table", value)
-        return Node(self.file, self.key_path(key), value)
 
-    def tables(self, key: str) -> list[Node]:
-        """The array of tables ``key`` (``[[key]]``), each at path ``key[i]``."""
-        value = self.data.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            self.fail(key, f"an array of tables ([[{key}]])", value)
-        return [Node(self.file, f"{self.key_path(key)}[{i}]", v) for i, v in enumerate(value)]
+class PriceTable(Table, frozen=True, kw_only=True):
+    """An endpoint's price in USD per million tokens."""
 
-    # --- scalars ----------------------------------------------------------------------------
+    input_per_mtok: NonNegative = 0.0
+    output_per_mtok: NonNegative = 0.0
+    cached_input_per_mtok: NonNegative | UnsetType = UNSET
+    batch_input_per_mtok: NonNegative | UnsetType = UNSET
+    batch_output_per_mtok: NonNegative | UnsetType = UNSET
 
-    def string(self, key: str, default: D, *, empty: bool = True) -> str | D:
-        if key not in self.data:
-            return default
-        value = self.data[key]
-        if not isinstance(value, str) or (not empty and not value.strip()):
-            self.fail(key, "a string" if empty else "a non-empty string", value)
-        return value
 
-    def required_string(self, key: str) -> str:
-        value = self.string(key, None, empty=False)
-        if value is None:
-            raise self.error(
-                key, "expected a non-empty string, found nothing (the key is required)"
+Pricing = Annotated[
+    Literal["free"] | PriceTable,
+    Meta(extra={"expected": '"free" or a table { input_per_mtok = ..., output_per_mtok = ... }'}),
+]
+
+
+class RetryTable(Table, frozen=True, kw_only=True):
+    """An endpoint's retries: attempts, and capped exponential backoff in seconds."""
+
+    max_attempts: Count | UnsetType = UNSET
+    base_s: NonNegative | UnsetType = UNSET
+    cap_s: NonNegative | UnsetType = UNSET
+    retry_after_cap_s: NonNegative | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        base = _RETRY.base_s if isinstance(self.base_s, UnsetType) else self.base_s
+        cap = _RETRY.cap_s if isinstance(self.cap_s, UnsetType) else self.cap_s
+        if cap < base and not isinstance(self.cap_s, UnsetType):
+            raise Invalid("cap_s", f"expected a number >= base_s ({base:g}), found {show(cap)}")
+        if cap < base:
+            raise Invalid("base_s", f"expected a number <= cap_s ({cap:g}), found {show(base)}")
+
+
+class EndpointTable(Table, frozen=True, kw_only=True):
+    """``[endpoints.NAME]``: a model endpoint."""
+
+    kind: EndpointKind = "openai"
+    model: Text | UnsetType = UNSET  # required but for the simulator ("sim-1")
+    base_url: Url | UnsetType = UNSET  # openai: $OPENAI_BASE_URL, else the public API
+    api_key_env: EnvName | UnsetType = UNSET  # default OPENAI_API_KEY or ANTHROPIC_API_KEY
+    rpm: Positive | UnsetType = UNSET
+    tpm: Positive | UnsetType = UNSET
+    max_in_flight: Count | UnsetType = UNSET
+    timeout_s: Positive | UnsetType = UNSET
+    connect_timeout_s: Positive | UnsetType = UNSET
+    supports_n: bool | UnsetType = UNSET
+    default_max_tokens: Count | UnsetType = UNSET
+    price: Pricing | UnsetType = UNSET
+    retry: RetryTable | UnsetType = UNSET
+    anthropic_version: Text | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if self.kind != "simulator" and isinstance(self.model, UnsetType):
+            raise Invalid(
+                "model", "expected a non-empty string, found nothing (the key is required)"
             )
-        return value
-
-    def choice(self, key: str, choices: Sequence[str], default: D) -> str | D:
-        if key not in self.data:
-            return default
-        value = self.data[key]
-        if not isinstance(value, str) or value not in choices:
-            self.fail(key, "one of " + ", ".join(choices), value)
-        return value
-
-    def integer(self, key: str, default: D, *, minimum: int | None = None) -> int | D:
-        if key not in self.data:
-            return default
-        value = self.data[key]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or (minimum is not None and value < minimum)
-        ):
-            self.fail(key, "an integer" + (f" >= {minimum}" if minimum is not None else ""), value)
-        return value
-
-    def number(
-        self, key: str, default: D, *, minimum: float = 0.0, strict: bool = False
-    ) -> float | D:
-        """A finite number ``>= minimum`` (``> minimum`` when ``strict``); ints are accepted."""
-        if key not in self.data:
-            return default
-        value = self.data[key]
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        number = float(value) if ok else math.nan  # type: ignore[arg-type]
-        if not (math.isfinite(number) and (number > minimum if strict else number >= minimum)):
-            self.fail(key, f"a number {'>' if strict else '>='} {minimum:g}", value)
-        return number
-
-    def boolean(self, key: str, default: D) -> bool | D:
-        if key not in self.data:
-            return default
-        value = self.data[key]
-        if not isinstance(value, bool):
-            self.fail(key, "true or false", value)
-        return value
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        """An array of non-empty strings (empty when absent)."""
-        value = self.data.get(key, [])
-        if not isinstance(value, list):
-            self.fail(key, "an array of strings", value)
-        for i, item in enumerate(value):
-            if not isinstance(item, str) or not item.strip():
-                self.fail(f"{key}[{i}]", "a non-empty string", item)
-        return tuple(value)
+        if self.kind == "simulator" and not isinstance(self.base_url, UnsetType):
+            message = "expected no base_url for a simulator endpoint (it is filled in when the "
+            raise Invalid("base_url", message + "simulator starts)")
+        if self.kind != "anthropic" and not isinstance(self.anthropic_version, UnsetType):
+            raise Invalid("anthropic_version", f'expected no such key for kind = "{self.kind}"')
 
 
-def _in_range(number: float, minimum: float, strict: bool) -> bool:
-    return math.isfinite(number) and (number > minimum if strict else number >= minimum)
+class Knobs(Table, frozen=True, kw_only=True):
+    """The strategy's knobs (see stages.strategy.Strategy); unset ones are the preset's."""
+
+    trajectory: Trajectory | UnsetType = UNSET
+    k: Count | UnsetType = UNSET
+    history_order: HistoryOrder | UnsetType = UNSET
+    reflection: bool | UnsetType = UNSET
+    reflection_errors: Count | UnsetType = UNSET
+    update: Update | UnsetType = UNSET
+    schedule: ScheduleKind | UnsetType = UNSET
+    budget_start: Count | UnsetType = UNSET
+    budget_end: Count | UnsetType = UNSET
+    warmup_steps: NonNegativeInt | UnsetType = UNSET
+    candidates: Count | UnsetType = UNSET
+    epochs: Count | UnsetType = UNSET
+    batch_size: Count | UnsetType = UNSET
+    optimizer_temperature: Temperature | UnsetType = UNSET
+    scorer_temperature: Temperature | UnsetType = UNSET
+    exemplars: NonNegativeInt | UnsetType = UNSET
+    reject_over_budget: bool | UnsetType = UNSET
+    max_reasks: NonNegativeInt | UnsetType = UNSET
+    relevance_backend: RelevanceBackend | UnsetType = UNSET
+    optimize: bool | UnsetType = UNSET
+    output_tags: Tags | UnsetType = UNSET
 
 
-def unknown_key(path: str, key: str, known: Sequence[str]) -> str:
-    """``unknown key a.b (did you mean c?)``, or the list of known keys when none is close."""
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if close:
-        return f"unknown key {path} (did you mean {close[0]}?)"
-    listed = ", ".join(known) if known else "none"
-    return f"unknown key {path} (expected one of {listed})"
+class OptimizerTable(Knobs, frozen=True, kw_only=True):
+    """``[optimizer]``: the preset, its knobs, the jobs' default endpoints and max tokens."""
+
+    preset: Preset = "gpo"
+    task_endpoint: Text | UnsetType = UNSET
+    optimizer_endpoint: Text | UnsetType = UNSET
+    embedding_endpoint: Text | UnsetType = UNSET
+    scorer_max_tokens: Count | UnsetType = UNSET
+    optimizer_max_tokens: Count | UnsetType = UNSET
 
 
-def show(value: object) -> str:
-    """A short, TOML-flavoured rendering of a found value for error messages."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
-        return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 4] + '..."'
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return f"a {type(value).__name__}"
+class JobTable(Table, frozen=True, kw_only=True):
+    """``[[jobs]]``: a prompt to optimize on a data file, a built-in task, or a glob of files."""
+
+    name: Text | UnsetType = UNSET  # default: the data file's stem
+    data: Text | UnsetType = UNSET  # a file, or "builtin:NAME"
+    glob: Text | UnsetType = UNSET  # instead of data: one job per file, named by its stem
+    format: Format | UnsetType = UNSET
+    input_field: Text | UnsetType = UNSET
+    target_field: Text | UnsetType = UNSET
+    metric: MetricName | UnsetType = UNSET
+    initial_prompt: str | UnsetType = UNSET
+    placement: Placement | UnsetType = UNSET
+    dev_size: Count | UnsetType = UNSET
+    test_size: NonNegativeInt | UnsetType = UNSET
+    small_splits: bool | UnsetType = UNSET
+    budget_usd: NonNegative | UnsetType = UNSET
+    budget_tokens: NonNegativeInt | UnsetType = UNSET
+    task_endpoint: Text | UnsetType = UNSET
+    optimizer_endpoint: Text | UnsetType = UNSET
+    embedding_endpoint: Text | UnsetType = UNSET
+    preset: Preset | UnsetType = UNSET
+    strategy: Knobs | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if isinstance(self.glob, UnsetType) and isinstance(self.data, UnsetType):
+            raise Invalid(None, "expected a data or a glob key, found neither")
+        clash = {} if isinstance(self.glob, UnsetType) else given(self, "data", "name")
+        if clash:
+            key, value = next(iter(clash.items()))
+            message = "expected no data or name with glob (each file is a job named after it)"
+            raise Invalid(key, f"{message}, found {show(value)}")
+
+
+class ConfigFile(Table, frozen=True, kw_only=True):
+    """A gpo run configuration (``gpo run CONFIG``)."""
+
+    run: RunTable = msgspec.field(default_factory=RunTable)
+    simulator: SimulatorTable = msgspec.field(default_factory=SimulatorTable)
+    endpoints: Annotated[dict[EndpointName, EndpointTable], Meta(min_length=1)]
+    optimizer: OptimizerTable = msgspec.field(default_factory=OptimizerTable)
+    jobs: Annotated[tuple[JobTable, ...], Meta(min_length=1)]
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the config file, for editors (``gpo config schema``)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "gpo run configuration",
+        **msgspec.json.schema(ConfigFile),
+    }

@@ -1,10 +1,10 @@
-"""Sections of the run configuration that build the library's frozen values.
+"""The library values built from the decoded tables: endpoints, caps, the simulator; and files.
 
-``[endpoints.NAME]`` becomes an :class:`~pipeline.EndpointConfig` (its API key read from
-the environment into a :class:`~pipeline.llm._secret.Secret`), ``[simulator]`` a
-:class:`~pipeline.sim.server.SimConfig`, ``budget_usd``/``budget_tokens`` a
-:class:`~pipeline.Caps`. Every problem is one :class:`~pipeline.errors.ConfigError` naming
-the file and the key path (see :mod:`pipeline.config._schema`).
+``[endpoints.NAME]`` becomes an :class:`~pipeline.EndpointConfig` (its API key read from the
+environment into a :class:`~pipeline.llm._secret.Secret`), ``[simulator]`` a
+:class:`~pipeline.sim.config.SimConfig`, ``budget_usd``/``budget_tokens`` a
+:class:`~pipeline.Caps`. The tables have been checked by type (:mod:`pipeline.config._schema`);
+what is checked here needs the environment or the file system.
 """
 
 from __future__ import annotations
@@ -15,20 +15,29 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final, Literal
 
-from pipeline.config._schema import Node, show
+from msgspec import UnsetType
+
+from pipeline.config._messages import At, show
+from pipeline.config._schema import (
+    EndpointTable,
+    JobTable,
+    PriceTable,
+    RunTable,
+    SimulatorTable,
+    given,
+)
 from pipeline.errors import ConfigError
 from pipeline.llm._budget import Caps
 from pipeline.llm._endpoint import EndpointConfig, RetryPolicy
 from pipeline.llm._pricing import FREE, Price
 from pipeline.llm._secret import Secret
+from pipeline.sim.config import SimConfig
 from pipeline.sim.faults import FaultSpec
-from pipeline.sim.server import SimConfig
 
 BUILTIN_PREFIX: Final = "builtin:"
 """``data = "builtin:NAME"`` names a built-in synthetic task of the simulator."""
-ENDPOINT_KINDS: Final = ("openai", "anthropic", "simulator")
 SIMULATOR_URL: Final = "http://simulator.invalid/v1"
 """Placeholder base URL of simulator endpoints until the simulator listens (see
 :func:`pipeline.config._load.with_simulator_url`)."""
@@ -38,11 +47,7 @@ _DEFAULT_URL: Final = {
     "anthropic": "https://api.anthropic.com/v1",
 }
 _DEFAULT_KEY_ENV: Final = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-_ENDPOINT_KEYS: Final = (
-    "kind",
-    "model",
-    "base_url",
-    "api_key_env",
+_LIMITS: Final = (
     "rpm",
     "tpm",
     "max_in_flight",
@@ -50,25 +55,10 @@ _ENDPOINT_KEYS: Final = (
     "connect_timeout_s",
     "supports_n",
     "default_max_tokens",
-    "price",
-    "retry",
     "anthropic_version",
 )
-_SIMULATOR_KEYS: Final = (
-    "seed",
-    "rpm",
-    "tpm",
-    "latency_ms",
-    "latency_sigma",
-    "burst_s",
-    "faults",
-    "tasks",
-)
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_TASK_SUFFIXES = (".json", ".jsonl")
-_MAGIC = re.compile(r"[*?[]")
-_ABSENT: Final = object()
+_TASK_SUFFIXES: Final = (".json", ".jsonl")
+_MAGIC: Final = re.compile(r"[*?[]")
 
 
 # --- endpoints ----------------------------------------------------------------------------------
@@ -76,12 +66,12 @@ _ABSENT: Final = object()
 
 @dataclass(frozen=True, slots=True)
 class EndpointSpec:
-    """A parsed endpoint, with what is needed to check its key once we know it is used."""
+    """A built endpoint, with what is needed to check its key once we know it is used."""
 
     config: EndpointConfig
     key_env: str  # "" = the endpoint needs no key
     simulated: bool
-    node: Node
+    at: At
     key_set: bool  # the variable ``key_env`` is in the environment (maybe empty)
 
     @property
@@ -100,9 +90,8 @@ class EndpointSpec:
             return
         problem = _key_problem(self.config.api_key.reveal(), is_set=self.key_set)
         if problem:
-            raise self.node.error(
-                "api_key_env", f"the environment variable {self.key_env} {problem}"
-            )
+            at = self.at.key("api_key_env")
+            raise at.error(f"the environment variable {self.key_env} {problem}")
 
 
 def _key_problem(key: str, *, is_set: bool) -> str | None:
@@ -115,195 +104,88 @@ def _key_problem(key: str, *, is_set: bool) -> str | None:
     return None
 
 
-def parse_endpoints(node: Node, env: Mapping[str, str]) -> dict[str, EndpointSpec]:
-    """Every ``[endpoints.NAME]`` table, in file order; at least one is required."""
-    if not node.data:
-        raise node.error(None, "expected at least one [endpoints.NAME] table, found none")
-    specs = {}
-    for name in node.data:
-        if not _ENDPOINT_NAME.match(name):
-            expected = "a name of letters, digits, '_', '-' or '.' (at most 64)"
-            raise node.error(name, f"expected {expected}, found {show(name)}")
-        specs[name] = parse_endpoint(node.table(name), name, env)
-    return specs
+def build_endpoints(
+    tables: Mapping[str, EndpointTable], env: Mapping[str, str], at: At
+) -> dict[str, EndpointSpec]:
+    """Every ``[endpoints.NAME]`` table, in file order."""
+    return {name: build_endpoint(t, name, env, at.key(name)) for name, t in tables.items()}
 
 
-def parse_endpoint(node: Node, name: str, env: Mapping[str, str]) -> EndpointSpec:
-    node.only(_ENDPOINT_KEYS)
-    kind = node.choice("kind", ENDPOINT_KINDS, "openai")
-    simulated = kind == "simulator"
-    model = (
-        node.string("model", "sim-1", empty=False) if simulated else node.required_string("model")
-    )
-    if node.has("anthropic_version") and kind != "anthropic":
-        raise node.error("anthropic_version", f'expected no such key for kind = "{kind}"')
-    key_env = _key_env(node, kind)
-    values = {
-        "kind": "openai" if simulated else kind,
-        "base_url": _base_url(node, kind, env),
-        "api_key": Secret(env.get(key_env, "") if key_env else ""),
-        **({"price": FREE} if simulated else {}),  # the simulator bills nothing
-        **_limits(node),
-    }
+def build_endpoint(table: EndpointTable, name: str, env: Mapping[str, str], at: At) -> EndpointSpec:
+    simulated = table.kind == "simulator"
+    key_env = given(table).get("api_key_env", _DEFAULT_KEY_ENV.get(table.kind, ""))
+    price = None if isinstance(table.price, UnsetType) else _price(table.price)
+    retry = {} if isinstance(table.retry, UnsetType) else given(table.retry)
+    base_url = SIMULATOR_URL if simulated else _base_url(table, env, at)
     try:
-        config = EndpointConfig(name=name, model=model, **values)
-    except ConfigError as exc:  # already checked above; kept as a safety net
-        raise node.error(None, str(exc)) from None
+        config = EndpointConfig(
+            name=name,
+            model=given(table).get("model", "sim-1"),
+            kind="anthropic" if table.kind == "anthropic" else "openai",  # simulator: openai
+            base_url=base_url,
+            api_key=Secret(env.get(key_env, "") if key_env else ""),
+            price=FREE if simulated and price is None else price,  # the simulator bills nothing
+            retry=RetryPolicy(**retry),
+            **given(table, *_LIMITS),
+        )
+    except ConfigError as exc:  # the tables are checked; kept as a safety net
+        raise at.error(str(exc)) from None
     key_set = bool(key_env) and key_env in env
-    return EndpointSpec(
-        config=config, key_env=key_env, simulated=simulated, node=node, key_set=key_set
-    )
+    return EndpointSpec(config=config, key_env=key_env, simulated=simulated, at=at, key_set=key_set)
 
 
-def _limits(node: Node) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "rpm": node.number("rpm", _ABSENT, strict=True),
-        "tpm": node.number("tpm", _ABSENT, strict=True),
-        "max_in_flight": node.integer("max_in_flight", _ABSENT, minimum=1),
-        "timeout_s": node.number("timeout_s", _ABSENT, strict=True),
-        "connect_timeout_s": node.number("connect_timeout_s", _ABSENT, strict=True),
-        "supports_n": node.boolean("supports_n", _ABSENT),
-        "default_max_tokens": node.integer("default_max_tokens", _ABSENT, minimum=1),
-        "anthropic_version": node.string("anthropic_version", _ABSENT, empty=False),
-        "price": _price(node) if node.has("price") else _ABSENT,
-        "retry": _retry(node.table("retry")) if node.has("retry") else _ABSENT,
-    }
-    return present(values)
+def _base_url(table: EndpointTable, env: Mapping[str, str], at: At) -> str:
+    """The table's ``base_url``, else for openai ``$OPENAI_BASE_URL``, else the public API's."""
+    if not isinstance(table.base_url, UnsetType):
+        return table.base_url
+    from_env = env.get("OPENAI_BASE_URL", "").strip() if table.kind == "openai" else ""
+    if from_env and not from_env.startswith(("http://", "https://")):
+        message = f"expected an http:// or https:// URL, found {show(from_env)}"
+        raise at.key("base_url").error(message + " (from $OPENAI_BASE_URL)")
+    return from_env or _DEFAULT_URL[table.kind]
 
 
-def _base_url(node: Node, kind: str, env: Mapping[str, str]) -> str:
-    if kind == "simulator":
-        if node.has("base_url"):
-            raise node.error(
-                "base_url",
-                "expected no base_url for a simulator endpoint (it is "
-                "filled in when the simulator starts)",
-            )
-        return SIMULATOR_URL
-    url = node.string("base_url", None, empty=False)
-    origin = ""
-    if url is None:
-        from_env = env.get("OPENAI_BASE_URL", "").strip() if kind == "openai" else ""
-        origin = " (from $OPENAI_BASE_URL)" if from_env else ""
-        url = from_env or _DEFAULT_URL[kind]
-    if not url.startswith(("http://", "https://")):
-        raise node.error(
-            "base_url", f"expected an http:// or https:// URL, found {show(url)}{origin}"
-        )
-    return url
-
-
-def _key_env(node: Node, kind: str) -> str:
-    name = node.string("api_key_env", _DEFAULT_KEY_ENV.get(kind, ""))
-    if name and not _ENV_NAME.match(name):
-        # Never echo it: a string that is not a variable name may be the key itself.
-        raise node.error(
-            "api_key_env",
-            "expected the name of the environment variable holding the key (not the key "
-            'itself), or "" for no key, found a string that is not a variable name',
-        )
-    return name
-
-
-_PRICE_KEYS: Final = (
-    "input_per_mtok",
-    "output_per_mtok",
-    "cached_input_per_mtok",
-    "batch_input_per_mtok",
-    "batch_output_per_mtok",
-)
-
-
-def _price(endpoint: Node) -> Price:
+def _price(price: Literal["free"] | PriceTable) -> Price:
     """``price = "free"`` or ``price = { input_per_mtok = ..., output_per_mtok = ..., ... }``."""
-    raw = endpoint.data["price"]
-    if raw == "free":
-        return FREE
-    if not isinstance(raw, dict):
-        endpoint.fail(
-            "price", '"free" or a table { input_per_mtok = ..., output_per_mtok = ... }', raw
-        )
-    node = endpoint.table("price")
-    node.only(_PRICE_KEYS)
-    rate = {key: node.number(key, None) for key in _PRICE_KEYS}
-    return Price(
-        input_per_mtok=rate["input_per_mtok"] or 0.0,
-        output_per_mtok=rate["output_per_mtok"] or 0.0,
-        cached_input_per_mtok=rate["cached_input_per_mtok"],
-        batch_input_per_mtok=rate["batch_input_per_mtok"],
-        batch_output_per_mtok=rate["batch_output_per_mtok"],
-        source="config",
-    )
+    return FREE if price == "free" else Price(**given(price), source="config")
 
 
-def _retry(node: Node) -> RetryPolicy:
-    node.only(("max_attempts", "base_s", "cap_s", "retry_after_cap_s"))
-    values = present(
-        {
-            "max_attempts": node.integer("max_attempts", _ABSENT, minimum=1),
-            "base_s": node.number("base_s", _ABSENT),
-            "cap_s": node.number("cap_s", _ABSENT),
-            "retry_after_cap_s": node.number("retry_after_cap_s", _ABSENT),
-        }
-    )
-    base_s = values.get("base_s", RetryPolicy().base_s)
-    if values.get("cap_s", RetryPolicy().cap_s) < base_s:
-        node.fail("cap_s", f"a number >= base_s ({base_s:g})", node.data["cap_s"])
-    return RetryPolicy(**values)
+# --- budgets and the simulator ------------------------------------------------------------------
 
 
-# --- budgets ------------------------------------------------------------------------------------
-
-
-def parse_caps(node: Node) -> Caps | None:
+def build_caps(table: RunTable | JobTable) -> Caps | None:
     """``budget_usd``/``budget_tokens`` of a table; None when neither is given."""
-    usd = node.number("budget_usd", None)
-    tokens = node.integer("budget_tokens", None, minimum=0)
-    return None if usd is None and tokens is None else Caps(usd=usd, tokens=tokens)
+    caps = given(table, "budget_usd", "budget_tokens")
+    return Caps(usd=caps.get("budget_usd"), tokens=caps.get("budget_tokens")) if caps else None
 
 
-# --- simulator ----------------------------------------------------------------------------------
-
-
-def parse_simulator(node: Node, *, base: Path, seed: int, check_files: bool) -> SimConfig:
+def build_simulator(
+    table: SimulatorTable, *, base: Path, seed: int, check_files: bool, at: At
+) -> SimConfig:
     """``[simulator]``: an in-process simulator on 127.0.0.1 and a free port."""
-    node.only(_SIMULATOR_KEYS)
-    values = present(
-        {
-            "rpm": node.number("rpm", _ABSENT, strict=True),
-            "tpm": node.number("tpm", _ABSENT, strict=True),
-            "latency_ms": node.number("latency_ms", _ABSENT),
-            "latency_sigma": node.number("latency_sigma", _ABSENT),
-            "burst_s": node.number("burst_s", _ABSENT, strict=True),
-        }
-    )
-    return SimConfig(
-        seed=node.integer("seed", seed),
-        faults=_faults(node),
-        task_paths=_tasks(node, base, check_files),
-        **values,
-    )
-
-
-def _faults(node: Node) -> FaultSpec:
     try:
-        return FaultSpec.parse(node.string("faults", ""))
+        faults = FaultSpec.parse(table.faults)
     except ValueError as exc:
-        raise node.error("faults", str(exc)) from None
+        raise at.key("faults").error(str(exc)) from None
+    return SimConfig(
+        seed=given(table).get("seed", seed),
+        faults=faults,
+        task_paths=_tasks(table.tasks, base, check_files, at.key("tasks")),
+        **given(table, "rpm", "tpm", "latency_ms", "latency_sigma", "burst_s"),
+    )
 
 
-def _tasks(node: Node, base: Path, check_files: bool) -> tuple[str, ...]:
+def _tasks(patterns: tuple[str, ...], base: Path, check_files: bool, at: At) -> tuple[str, ...]:
     paths: list[str] = []
-    for i, pattern in enumerate(node.strings("tasks")):
-        key = f"tasks[{i}]"
+    for i, pattern in enumerate(patterns):
         found = expand(base, pattern) if has_magic(pattern) else [resolve(base, pattern)]
         if check_files and not found:
-            raise node.error(key, f"no files match {show(str(resolve(base, pattern)))}")
+            raise at.key(i).error(f"no files match {show(str(resolve(base, pattern)))}")
         for path in found:
             if path.suffix.lower() not in _TASK_SUFFIXES:
-                node.fail(key, "a .json (BBH) or .jsonl task file", str(path))
+                at.key(i).fail("a .json (BBH) or .jsonl task file", str(path))
             if check_files:
-                check_file(node, key, path)
+                check_file(at.key(i), path)
             paths.append(str(path))
     return tuple(paths)
 
@@ -327,13 +209,8 @@ def expand(base: Path, pattern: str) -> list[Path]:
     return sorted(Path(m) for m in matches if os.path.isfile(m))
 
 
-def check_file(node: Node, key: str, path: Path) -> None:
+def check_file(at: At, path: Path) -> None:
     if path.is_dir():
-        raise node.error(key, f"expected a file, found a directory: {path}")
+        raise at.error(f"expected a file, found a directory: {path}")
     if not path.is_file():
-        raise node.error(key, f"no such file: {path}")
-
-
-def present(values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` without the absent ones, so the dataclasses' own defaults apply."""
-    return {k: v for k, v in values.items() if v is not _ABSENT}
+        raise at.error(f"no such file: {path}")
