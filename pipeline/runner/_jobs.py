@@ -175,6 +175,8 @@ class StepFinished:
     word_budget: int | None
     selected_score: float
     best_dev_score: float
+    initial_dev_score: float | None = None
+    """The initial prompt's dev score (the first entry of the trajectory)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,6 +185,7 @@ class JobFinished:
     status: JobStatus
     best_dev_score: float | None
     error: str | None
+    initial_dev_score: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,13 +220,37 @@ class JobResult:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunTotals:
-    calls: int
-    cache_hits: int
-    retries: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    wall_s: float
+    """What a run used, summed over its endpoints (and, with ``+``, over sessions of a resumed
+    run): ``calls`` are HTTP requests (cache hits excluded), ``rate_limited`` the 429s among the
+    ``retries``. ``cost_known`` is False once an endpoint without a price was called; ``cost_usd``
+    is then a lower bound, shown as unknown."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    wall_s: float = 0.0
+    cost_known: bool = True
+
+    def __add__(self, other: RunTotals) -> RunTotals:
+        """Field by field; the cost is known if it is known in both."""
+        sums = {f: getattr(self, f) + getattr(other, f) for f in _SUMMED}
+        return RunTotals(**sums, cost_known=self.cost_known and other.cost_known)
+
+
+_SUMMED = (
+    "calls",
+    "cache_hits",
+    "retries",
+    "rate_limited",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "wall_s",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

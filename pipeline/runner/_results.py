@@ -15,9 +15,10 @@ from typing import Any
 import orjson
 
 from pipeline.llm._budget import Budget, Caps
+from pipeline.llm._gateway import Gateway
 from pipeline.llm._pricing import Price
 from pipeline.llm._stats import EndpointStatistics
-from pipeline.runner._jobs import JobResult
+from pipeline.runner._jobs import JobResult, RunTotals
 
 SCHEMA = 1
 
@@ -32,31 +33,20 @@ class RunMeta:
     strategy: Mapping[str, Any]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Counters:
-    """HTTP activity of this session plus the sessions before it (a resumed run)."""
-
-    calls: int = 0
-    cache_hits: int = 0
-    retries: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    def __add__(self, other: Counters) -> Counters:
-        return Counters(**{f: getattr(self, f) + getattr(other, f) for f in _COUNTERS})
-
-
-_COUNTERS = ("calls", "cache_hits", "retries", "input_tokens", "output_tokens")
-
-
-def counters_of(stats: Mapping[str, EndpointStatistics]) -> Counters:
-    values = stats.values()
-    return Counters(
-        calls=sum(s.requests for s in values),
-        cache_hits=sum(s.cache_hits for s in values),
-        retries=sum(s.retries_total for s in values),
-        input_tokens=sum(s.input_tokens for s in values),
-        output_tokens=sum(s.output_tokens for s in values),
+def run_totals(gateway: Gateway, *, wall_s: float) -> RunTotals:
+    """Every endpoint's statistics summed, with the run's spend from the budget (which holds
+    what earlier sessions of a resumed run spent, preloaded from its ledger)."""
+    stats = gateway.statistics().values()
+    return RunTotals(
+        calls=sum(s.requests for s in stats),
+        cache_hits=sum(s.cache_hits for s in stats),
+        retries=sum(s.retries_total for s in stats),
+        rate_limited=sum(s.rate_limited for s in stats),
+        input_tokens=sum(s.input_tokens for s in stats),
+        output_tokens=sum(s.output_tokens for s in stats),
+        cost_usd=gateway.budget.state().spent_usd,
+        wall_s=wall_s,
+        cost_known=gateway.cost_known,
     )
 
 
@@ -66,16 +56,15 @@ def results_document(
     meta: RunMeta,
     budget: Budget,
     caps: Caps,
-    counters: Counters,
-    wall_s: float,
+    totals: RunTotals,
     endpoints: Mapping[str, EndpointStatistics],
     prices: Mapping[str, Price | None] | None = None,
 ) -> dict[str, Any]:
-    """The document; with ``prices``, an endpoint called at an unknown price makes every cost
-    ``null`` (unknown), never a misleading $0."""
+    """The document; when ``totals.cost_known`` is False (an endpoint without a price was
+    called), every cost is ``null`` (unknown), never a misleading $0."""
     spent = budget.state()
     prices = prices or {}
-    known = all(prices.get(n, Price()) is not None or not s.calls for n, s in endpoints.items())
+    known = totals.cost_known
     spent_usd = spent.spent_usd if known else None
     return {
         "schema": SCHEMA,
@@ -88,15 +77,21 @@ def results_document(
         },
         "prices": {name: p.describe() if p else None for name, p in prices.items()},
         "jobs": [_job(j, known) for j in jobs],
-        "totals": {
-            **dataclasses.asdict(counters),
-            "cost_usd": spent_usd,
-            "wall_s": round(wall_s, 3),
-        },
+        "totals": _totals(totals),
         "endpoints": {
             name: _endpoint(s, prices.get(name, Price())) for name, s in endpoints.items()
         },
     }
+
+
+def _totals(totals: RunTotals) -> dict[str, Any]:
+    """The documented shape: the counters, the cost (null when unknown), the wall time."""
+    counters = {f: getattr(totals, f) for f in _TOTALS}
+    cost = totals.cost_usd if totals.cost_known else None
+    return {**counters, "cost_usd": cost, "wall_s": round(totals.wall_s, 3)}
+
+
+_TOTALS = ("calls", "cache_hits", "retries", "input_tokens", "output_tokens")
 
 
 def _job(job: JobResult, cost_known: bool) -> dict[str, Any]:
