@@ -1,11 +1,11 @@
 """gpo: asynchronous GPO prompt optimization against rate-limited, paid LLM APIs.
 
-The public surface of the engine; import from here. Importing has no side effects. The optimizer
-names (``Job``, ``open_optimizer``, ...) load lazily on first use, because the optimizer is built
-on ``stages``, which is built on this package's lower layers.
+The public surface of the engine; import from here. Importing has no side effects and loads no
+HTTP client (aiohttp is imported when a gateway opens an endpoint). The layers, bottom up:
+``errors`` and ``clock``; ``llm`` (the gateway) and ``tasks`` (data, metrics); the ``stages``
+package; ``runner`` (jobs through the stages); then ``rundir``, ``config``, ``report`` and
+``cli``, which this module does not load.
 """
-
-from typing import TYPE_CHECKING, Any
 
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import (
@@ -28,72 +28,66 @@ from pipeline.errors import (
     RetriesExhausted,
     RetryableError,
     ServerError,
+    StorageError,
 )
-from pipeline.llm._budget import AccountState, Budget, Caps
-from pipeline.llm._cache import MemoryCache, NoCache, ResponseCache, SqliteCache, open_sqlite_cache
-from pipeline.llm._endpoint import EndpointConfig, RetryPolicy
-from pipeline.llm._gateway import Gateway, open_gateway
-from pipeline.llm._pricing import FREE, Price, lookup_price
-from pipeline.llm._secret import Secret
-from pipeline.llm._stats import EndpointStatistics
-from pipeline.llm._values import (
+from pipeline.llm import (
+    FREE,
+    AccountState,
+    Budget,
+    Caps,
     ChatRequest,
     Choice,
     Completion,
     EmbeddingRequest,
     Embeddings,
+    EndpointConfig,
+    EndpointStatistics,
+    Gateway,
+    MemoryCache,
     Message,
+    NoCache,
+    Price,
     RateLimitInfo,
+    ResponseCache,
+    RetryPolicy,
+    Secret,
+    SqliteCache,
     TransportReply,
     Usage,
+    lookup_price,
+    open_gateway,
+    open_sqlite_cache,
+    open_sqlite_ledger,
 )
-from pipeline.llm.transports._fake import FakeTransport
-from pipeline.llm.transports._protocol import Transport
-from pipeline.tasks._data import Example, Splits, examples_from, load_examples, split_examples
-from pipeline.tasks._metrics import Judgement, Metric, auto_metric, custom_metric, metric_by_name
-
-_LAZY = {
-    "pipeline.runner._jobs": (
-        "BudgetUpdate",
-        "CandidateScored",
-        "Job",
-        "JobFinished",
-        "JobResult",
-        "JobStarted",
-        "OptimizerSettings",
-        "ProgressEvent",
-        "RunResult",
-        "RunTotals",
-        "StepFinished",
-    ),
-    "pipeline.runner._run": ("OptimizerRun", "open_optimizer", "optimize"),
-}
-
-if TYPE_CHECKING:
-    from pipeline.runner._jobs import (
-        BudgetUpdate,
-        CandidateScored,
-        Job,
-        JobFinished,
-        JobResult,
-        JobStarted,
-        OptimizerSettings,
-        ProgressEvent,
-        RunResult,
-        RunTotals,
-        StepFinished,
-    )
-    from pipeline.runner._run import OptimizerRun, open_optimizer, optimize
-
-
-def __getattr__(name: str) -> Any:
-    import importlib
-
-    for module, names in _LAZY.items():
-        if name in names:
-            return getattr(importlib.import_module(module), name)
-    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
-
+from pipeline.llm.transports import FakeTransport, Transport
+from pipeline.runner import (
+    BudgetUpdate,
+    CandidateScored,
+    Job,
+    JobFinished,
+    JobResult,
+    JobStarted,
+    OptimizerRun,
+    OptimizerSettings,
+    ProgressEvent,
+    RunResult,
+    RunTotals,
+    StepFinished,
+    open_optimizer,
+    optimize,
+)
+from pipeline.tasks import (
+    Example,
+    Judgement,
+    Metric,
+    Splits,
+    auto_metric,
+    custom_metric,
+    examples_from,
+    load_examples,
+    metric_by_name,
+    split_examples,
+)
 
 __all__ = [
     "FREE",
@@ -154,6 +148,7 @@ __all__ = [
     "Splits",
     "SqliteCache",
     "StepFinished",
+    "StorageError",
     "SystemClock",
     "Transport",
     "TransportReply",
@@ -167,6 +162,7 @@ __all__ = [
     "open_gateway",
     "open_optimizer",
     "open_sqlite_cache",
+    "open_sqlite_ledger",
     "optimize",
     "split_examples",
 ]

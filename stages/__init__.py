@@ -3,8 +3,14 @@
 Stages: trajectory retrieval (update direction), decay-controlled refinement (word budget and
 meta-prompt), candidate generation (optimizer model), dev-set evaluation (task model fan-out,
 selection). Strategies: one frozen :class:`Strategy`, with the paper's methods as presets.
+
+The stages are built on :mod:`pipeline`'s lower layers (the gateway's values, task data and
+metrics, the error tree) and reach models only through their own small :class:`Models`
+protocol (chat and embed); :mod:`pipeline.runner` drives them. ``pipeline`` is loaded first,
+so that its layers are complete whichever of the two packages a program imports first.
 """
 
+import pipeline  # noqa: F401  (the lower layers first; see above)
 from stages.edits import normalize_prompt, word_edit_distance
 from stages.evaluation import Evaluation, task_messages
 from stages.generation import Generation
@@ -23,6 +29,7 @@ from stages.metaprompt import (
     build_reflection_prompt,
     build_summary_prompt,
 )
+from stages.models import Models
 from stages.parsing import extract_tagged
 from stages.pool import Stage
 from stages.refinement import Refinement
@@ -39,6 +46,7 @@ __all__ = [
     "Generation",
     "JobContext",
     "JobId",
+    "Models",
     "Outcome",
     "Refinement",
     "Retrieval",

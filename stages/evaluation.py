@@ -1,23 +1,30 @@
 """Stage 4, dev-set evaluation: fan-out of candidate x example calls, fan-in, selection.
 
-Every (prompt, example) call goes through one bounded stream into a pool of call workers that
-talk to the task model through the gateway, so memory stays flat however many jobs, candidates
-and examples there are (backpressure, not buffering). A step's new candidates are scored on the
-full dev split; duplicates of prompts the job already evaluated reuse their scores. The next
-prompt is the best-scoring *new* candidate, even below the current one (GPO always moves).
+Every (prompt, example) call goes through one bounded stream into the stage's own pool of
+``call_workers`` call workers that ask the task model, so memory stays flat however many jobs,
+candidates and examples there are (backpressure, not buffering). The workers put each outcome
+into its evaluation's fan-in, which wakes the evaluation once, when every call is accounted for
+(a reply stream per evaluation, one value per call, measured 20 % slower on B3: a wake-up per
+call). A step's new candidates are scored on the full dev split; duplicates of prompts the job
+already evaluated reuse their scores. The next prompt is the best-scoring *new* candidate, even
+below the current one (GPO always moves).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import (
+    MemoryObjectReceiveStream,
+    MemoryObjectSendStream,
+    MemoryObjectStreamStatistics,
+)
 
 from pipeline.errors import GpoError
-from pipeline.llm._gateway import Gateway
 from pipeline.llm._values import ChatRequest, Message
 from pipeline.tasks._data import Example
 from pipeline.tasks._metrics import judge
@@ -29,21 +36,29 @@ from stages.messages import (
     EvalDone,
     EvalRequest,
     Evaluated,
+    EvaluationInput,
     JobContext,
+    JobFailed,
     Outcome,
     Split,
     StepOutcome,
     StepRecord,
 )
 from stages.metaprompt import ShownPrompt
+from stages.models import Models
+from stages.pool import Stage
+
+Slot = tuple[int, int]
+"""A call's place in its evaluation: (prompt index, example index)."""
 
 
 @dataclass(slots=True)
 class _FanIn:
-    """Collects the outcomes of one evaluation; ``done`` fires when every call is accounted for."""
+    """Collects the outcomes of one evaluation; ``done`` fires when every call is accounted for.
+    After the first error the evaluation has failed, and its calls not yet asked are skipped."""
 
     remaining: int
-    outcomes: dict[tuple[int, int], Outcome] = field(default_factory=dict)
+    outcomes: dict[Slot, Outcome] = field(default_factory=dict)
     error: Exception | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
 
@@ -60,18 +75,19 @@ class Call:
     context: JobContext
     prompt: str
     example: Example
-    slot: tuple[int, int]
+    slot: Slot
     fan_in: _FanIn
 
-    async def run(self, gateway: Gateway) -> None:
+    async def run(self, models: Models) -> None:
+        """Ask, and settle the outcome (or the error) into the fan-in."""
         if self.fan_in.error is None:
             try:
-                self.fan_in.outcomes[self.slot] = await self._ask(gateway)
+                self.fan_in.outcomes[self.slot] = await self._ask(models)
             except Exception as exc:  # the evaluation fails; its other calls are skipped
                 self.fan_in.error = self.fan_in.error or exc
         self.fan_in.settle()
 
-    async def _ask(self, gateway: Gateway) -> Outcome:
+    async def _ask(self, models: Models) -> Outcome:
         ctx = self.context
         request = ChatRequest(
             messages=task_messages(self.prompt, self.example.input, ctx.placement),
@@ -79,7 +95,7 @@ class Call:
             max_tokens=ctx.scorer_max_tokens,
             seed=ctx.seed,
         )
-        completion = await gateway.chat(ctx.task_endpoint, request, job=ctx.id)
+        completion = await models.chat(ctx.task_endpoint, request, job=ctx.id)
         verdict = await judge(ctx.metric, completion.text, self.example.target)
         return Outcome(
             index=self.slot[1],
@@ -99,19 +115,48 @@ def task_messages(prompt: str, question: str, placement: str) -> tuple[Message, 
     return (Message(role="user", content=text),)
 
 
-async def serve_calls(gateway: Gateway, receive: MemoryObjectReceiveStream[Call]) -> None:
-    """One call worker: runs calls until the stream is closed."""
-    with receive:
-        async for call in receive:
-            await call.run(gateway)
-
-
 class Evaluation:
-    """Handles ``Candidates`` (a step) and ``EvalRequest`` (initial and test scoring)."""
+    """Handles ``Candidates`` (a step) and ``EvalRequest`` (initial and test scoring), with
+    ``workers`` handlers over a pool of ``call_workers`` call workers fed through a stream of
+    ``buffer_size`` calls. Serve it once: :meth:`serve` as a stage, or inside :meth:`call_pool`
+    to call :meth:`handle` and :meth:`evaluate` directly."""
 
-    def __init__(self, calls: MemoryObjectSendStream[Call], gateway: Gateway) -> None:
-        self._calls = calls
-        self._gateway = gateway
+    def __init__(
+        self, models: Models, *, workers: int = 1, call_workers: int, buffer_size: int = 0
+    ) -> None:
+        self._models = models
+        self._workers = workers
+        self._call_workers = call_workers
+        self._calls, self._queued = anyio.create_memory_object_stream[Call](buffer_size)
+
+    def statistics(self) -> MemoryObjectStreamStatistics:
+        """The call stream's: calls buffered, and handlers waiting to send more (backpressure)."""
+        return self._queued.statistics()
+
+    async def serve(
+        self,
+        receive: MemoryObjectReceiveStream[EvaluationInput],
+        send: MemoryObjectSendStream[StepOutcome | EvalDone],
+        fail: MemoryObjectSendStream[JobFailed],
+    ) -> None:
+        """The stage: runs until ``receive`` is closed and drained, then closes the others."""
+        async with self.call_pool():
+            await Stage("evaluation", self.handle, workers=self._workers).serve(receive, send, fail)
+
+    @asynccontextmanager
+    async def call_pool(self) -> AsyncIterator[None]:
+        """Run the call workers for the block; on exit, they finish the calls sent and stop."""
+        async with anyio.create_task_group() as tg:
+            with self._queued:
+                for _ in range(self._call_workers):
+                    tg.start_soon(self._call_worker, self._queued.clone())
+            with self._calls:
+                yield
+
+    async def _call_worker(self, queued: MemoryObjectReceiveStream[Call]) -> None:
+        with queued:
+            async for call in queued:
+                await call.run(self._models)
 
     async def handle(self, message: Candidates | EvalRequest) -> StepOutcome | EvalDone:
         if isinstance(message, EvalRequest):
@@ -148,7 +193,7 @@ class Evaluation:
     async def _prefetch_embeddings(self, ctx: JobContext, prompts: tuple[str, ...]) -> None:
         assert ctx.embedding_endpoint is not None
         with contextlib.suppress(GpoError):  # retrieval asks again, and fails properly, if need be
-            await self._gateway.embed(ctx.embedding_endpoint, prompts, job=ctx.id)
+            await self._models.embed(ctx.embedding_endpoint, prompts, job=ctx.id)
 
     async def _fan_out(
         self, ctx: JobContext, prompts: tuple[str, ...], split: Split
@@ -163,7 +208,8 @@ class Evaluation:
         await fan_in.done.wait()
         if fan_in.error is not None:
             raise fan_in.error
-        return tuple(_scored(prompt, p, len(examples), fan_in) for p, prompt in enumerate(prompts))
+        n = len(examples)
+        return tuple(_scored(prompt, p, n, fan_in.outcomes) for p, prompt in enumerate(prompts))
 
     async def _step(self, batch: Candidates) -> StepOutcome:
         ticket = batch.ticket
@@ -199,10 +245,10 @@ def _embeds(ctx: JobContext) -> bool:
     )
 
 
-def _scored(prompt: str, p: int, n: int, fan_in: _FanIn) -> Evaluated:
-    outcomes = tuple(fan_in.outcomes[(p, e)] for e in range(n))
-    score = 100.0 * sum(o.correct for o in outcomes) / n if n else 0.0
-    return Evaluated(prompt=prompt, score=score, outcomes=outcomes)
+def _scored(prompt: str, p: int, n: int, outcomes: Mapping[Slot, Outcome]) -> Evaluated:
+    scored = tuple(outcomes[(p, e)] for e in range(n))
+    score = 100.0 * sum(o.correct for o in scored) / n if n else 0.0
+    return Evaluated(prompt=prompt, score=score, outcomes=scored)
 
 
 def _record(

@@ -9,17 +9,17 @@ prompt), and optionally rejected when over it.
 
 from __future__ import annotations
 
-from pipeline.llm._gateway import Gateway
+from pipeline._seeds import derive_seed
 from pipeline.llm._values import ChatRequest
 from stages.edits import normalize_prompt, word_edit_distance
 from stages.messages import Candidate, Candidates, MetaPrompt
+from stages.models import Models
 from stages.parsing import extract_tagged
-from stages.seeds import derive_seed
 
 
 class Generation:
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    def __init__(self, models: Models) -> None:
+        self._models = models
 
     async def handle(self, meta: MetaPrompt) -> Candidates:
         parsed, failures, asks = await self._ask(meta)
@@ -50,7 +50,7 @@ class Generation:
                 max_tokens=ctx.optimizer_max_tokens,
                 seed=derive_seed(ctx.seed, ctx.id, meta.ticket.step, "generate", asks),
             )
-            completion = await self._gateway.chat(ctx.optimizer_endpoint, request, job=ctx.id)
+            completion = await self._models.chat(ctx.optimizer_endpoint, request, job=ctx.id)
             asks += 1
             for text in completion.texts:
                 segments = extract_tagged(text, strategy.output_tags)

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import random
 
-from pipeline.llm._gateway import Gateway
+from pipeline._seeds import derive_seed
 from pipeline.llm._values import ChatRequest
 from stages.messages import Direction, MetaPrompt, StepTicket
 from stages.metaprompt import ShownPrompt, build_meta_prompt, build_reflection_prompt
+from stages.models import Models
 from stages.schedule import word_budget
-from stages.seeds import derive_seed
 
 
 class Refinement:
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    def __init__(self, models: Models) -> None:
+        self._models = models
 
     async def handle(self, direction: Direction) -> MetaPrompt:
         ticket = direction.ticket
@@ -66,5 +66,5 @@ class Refinement:
             max_tokens=ctx.optimizer_max_tokens,
             seed=derive_seed(ctx.seed, ctx.id, ticket.step, "reflection"),
         )
-        completion = await self._gateway.chat(ctx.optimizer_endpoint, request, job=ctx.id)
+        completion = await self._models.chat(ctx.optimizer_endpoint, request, job=ctx.id)
         return completion.text.strip() or None

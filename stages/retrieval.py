@@ -11,18 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.llm._gateway import Gateway
+from pipeline._seeds import derive_seed
 from pipeline.llm._values import ChatRequest
 from stages.edits import normalize_prompt
 from stages.messages import Direction, StepTicket
 from stages.metaprompt import ShownPrompt, build_summary_prompt
-from stages.seeds import derive_seed
+from stages.models import Models
 from stages.similarity import cosine, lexical_similarity
 
 
 class Retrieval:
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    def __init__(self, models: Models) -> None:
+        self._models = models
 
     async def handle(self, ticket: StepTicket) -> Direction:
         kind = ticket.context.strategy.trajectory
@@ -51,7 +51,7 @@ class Retrieval:
         current = ticket.current.prompt
         if ctx.strategy.relevance_backend == "lexical" or ctx.embedding_endpoint is None:
             return [lexical_similarity(current, t) for t in texts]
-        result = await self._gateway.embed(ctx.embedding_endpoint, [current, *texts], job=ctx.id)
+        result = await self._models.embed(ctx.embedding_endpoint, [current, *texts], job=ctx.id)
         return [cosine(result.vectors[0], v) for v in result.vectors[1:]]
 
     async def _summary(self, ticket: StepTicket) -> str | None:
@@ -65,7 +65,7 @@ class Retrieval:
             max_tokens=ctx.optimizer_max_tokens,
             seed=derive_seed(ctx.seed, ctx.id, ticket.step, "summary"),
         )
-        completion = await self._gateway.chat(ctx.optimizer_endpoint, request, job=ctx.id)
+        completion = await self._models.chat(ctx.optimizer_endpoint, request, job=ctx.id)
         return completion.text.strip() or None
 
 

@@ -12,7 +12,7 @@ from pipeline.llm._budget import Budget, Caps
 from pipeline.llm._cache import MemoryCache, open_sqlite_cache
 from pipeline.llm._endpoint import RetryPolicy
 from pipeline.llm._gateway import open_gateway
-from pipeline.llm._samples import derive_seed
+from pipeline.llm._samples import sample_seed
 from pipeline.llm._tokens import max_input_tokens
 from pipeline.llm._values import (
     ChatRequest,
@@ -251,7 +251,7 @@ async def test_fewer_choices_than_n_are_topped_up_with_new_seeds() -> None:
     async with open_test_gateway(fake) as gw:
         completion = await gw.chat("ep", REQUEST.with_(n=3))
     sent = [(r.n, r.seed) for r in fake.requests if isinstance(r, ChatRequest)]
-    assert sent == [(3, 5), (2, derive_seed(5, 1)), (1, derive_seed(5, 2))]
+    assert sent == [(3, 5), (2, sample_seed(5, 1)), (1, sample_seed(5, 2))]
     assert len(completion.choices) == 3
     assert len(set(completion.texts)) == 3
     assert completion.requests == 3
@@ -277,17 +277,17 @@ async def test_without_n_support_each_choice_is_its_own_request() -> None:
     async with open_test_gateway(fake, config=endpoint_config(supports_n=False)) as gw:
         completion = await gw.chat("ep", REQUEST.with_(n=3))
     sent = [(r.n, r.seed) for r in fake.requests if isinstance(r, ChatRequest)]
-    assert sent == [(1, 5), (1, derive_seed(5, 1)), (1, derive_seed(5, 2))]
+    assert sent == [(1, 5), (1, sample_seed(5, 1)), (1, sample_seed(5, 2))]
     assert len(completion.choices) == 3
 
 
-def test_derive_seed() -> None:
-    assert derive_seed(5, 0) == 5
-    assert derive_seed(None, 3) is None
-    seeds = {derive_seed(5, i) for i in range(1, 100)}
+def test_sample_seed() -> None:
+    assert sample_seed(5, 0) == 5
+    assert sample_seed(None, 3) is None
+    seeds = {sample_seed(5, i) for i in range(1, 100)}
     assert len(seeds) == 99
     assert all(s is not None and 0 <= s < 2**31 for s in seeds)
-    assert derive_seed(5, 1) == derive_seed(5, 1) != derive_seed(6, 1)
+    assert sample_seed(5, 1) == sample_seed(5, 1) != sample_seed(6, 1)
 
 
 # --- cache -----------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ async def test_samples_are_cached_per_index() -> None:
     assert two.cached
     assert two.choices == three.choices[:2]
     sent = [(r.n, r.seed) for r in fake.requests if isinstance(r, ChatRequest)]
-    assert sent == [(3, 5), (1, derive_seed(5, 3))]
+    assert sent == [(3, 5), (1, sample_seed(5, 3))]
     assert four.choices[:3] == three.choices
     assert not four.cached
 

@@ -15,6 +15,7 @@ import orjson
 from pipeline.errors import StorageError
 from pipeline.rundir._journal import Journal, open_journal, read_journal
 from stages.messages import CandidateRecord, Evaluated, Outcome, StepRecord
+from tests.fakes import FakeClock
 
 OUTCOME = Outcome(index=0, correct=False, output="So the answer is 3.", extracted="3")
 
@@ -46,6 +47,19 @@ async def test_lines_appended_just_before_exit_are_written(tmp_path: Path) -> No
         journal.append({"event": "c"})
     _, events = read_journal(path)
     assert [e["event"] for e in events] == ["a", "b", "c"]
+
+
+async def test_each_line_is_stamped_with_seconds_since_opening_on_the_injected_clock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    clock = FakeClock(start=100.0)
+    async with open_journal(path, clock=clock) as journal:
+        journal.append({"event": "a"})
+        clock.advance(1.25)
+        journal.append({"event": "b"})
+    _, events = read_journal(path)
+    assert [(e["event"], e["t"]) for e in events] == [("a", 0.0), ("b", 1.25)]
 
 
 async def test_lines_survive_a_cancelled_block(tmp_path: Path) -> None:

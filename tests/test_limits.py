@@ -7,8 +7,9 @@ import random
 import anyio
 import pytest
 
+from pipeline._bucket import TokenBucket
 from pipeline.clock import SystemClock
-from pipeline.llm._limits import EndpointLimiter, TokenBucket
+from pipeline.llm._limits import EndpointLimiter
 from pipeline.llm._values import RateLimitInfo
 from pipeline.sim.limits import RateLimiter
 from tests.fakes import FakeClock, let_run
@@ -31,66 +32,74 @@ def limiter(
 
 
 def test_bucket_starts_full_at_one_burst_of_the_rate() -> None:
-    bucket = TokenBucket(600, clock=FakeClock(), burst_s=2.0)
+    bucket = TokenBucket(600, clock=FakeClock().now, burst_s=2.0)
     assert bucket.rate == 10.0
     assert bucket.capacity == 20.0
-    assert bucket.available == 20.0
+    assert bucket.level() == 20.0
 
 
 def test_bucket_capacity_is_at_least_one() -> None:
-    assert TokenBucket(6, clock=FakeClock()).capacity == 1.0
+    assert TokenBucket(6, clock=FakeClock().now).capacity == 1.0
 
 
-async def test_acquire_waits_exactly_for_the_missing_refill() -> None:
+def test_wait_for_is_exactly_the_missing_refill() -> None:
     clock = FakeClock()
-    bucket = TokenBucket(600, clock=clock)  # 10/s, capacity 10
-    await bucket.acquire(10)
-    await bucket.acquire(5)
-    assert clock.sleeps == [pytest.approx(0.5)]
-    assert clock.now() == pytest.approx(0.5)
-    assert bucket.available == pytest.approx(0.0)
+    bucket = TokenBucket(600, clock=clock.now)  # 10/s, capacity 10
+    bucket.take(10)
+    assert bucket.wait_for(5) == pytest.approx(0.5)
+    clock.advance(0.5)
+    assert bucket.wait_for(5) == 0.0
+    assert bucket.level() == pytest.approx(5.0)
 
 
-async def test_refill_is_clamped_at_capacity() -> None:
+def test_refill_is_clamped_at_capacity() -> None:
     clock = FakeClock()
-    bucket = TokenBucket(600, clock=clock)
-    await bucket.acquire(10)
+    bucket = TokenBucket(600, clock=clock.now)
+    bucket.take(10)
     clock.advance(3600)
-    assert bucket.available == 10.0
+    assert bucket.level() == 10.0
 
 
-async def test_acquire_of_more_than_capacity_is_admitted_and_leaves_a_debt() -> None:
-    clock = FakeClock()
-    bucket = TokenBucket(600, clock=clock)  # capacity 10
-    await bucket.acquire(30)
-    assert clock.sleeps == []
-    assert bucket.available == pytest.approx(-20.0)
-    await bucket.acquire(10)  # must wait for the debt and then a full bucket: 30 tokens at 10/s
-    assert sum(clock.sleeps) == pytest.approx(3.0)
+def test_more_than_capacity_is_paid_from_a_full_bucket_and_leaves_a_debt() -> None:
+    bucket = TokenBucket(600, clock=FakeClock().now)  # capacity 10
+    assert bucket.wait_for(30) == 0.0
+    bucket.take(30)
+    assert bucket.level() == pytest.approx(-20.0)
+    assert bucket.wait_for(10) == pytest.approx(3.0)  # the debt, then a full bucket, at 10/s
 
 
-async def test_refund_returns_tokens_up_to_capacity() -> None:
-    bucket = TokenBucket(600, clock=FakeClock())
-    await bucket.acquire(8)
+def test_refund_returns_tokens_up_to_capacity() -> None:
+    bucket = TokenBucket(600, clock=FakeClock().now)
+    bucket.take(8)
     bucket.refund(3)
-    assert bucket.available == pytest.approx(5.0)
+    assert bucket.level() == pytest.approx(5.0)
     bucket.refund(100)
-    assert bucket.available == 10.0
+    assert bucket.level() == 10.0
 
 
 def test_a_bucket_holding_a_share_of_the_servers_keeps_the_rest_as_a_margin() -> None:
-    bucket = TokenBucket(600, clock=FakeClock(), share=0.5)  # the server's bucket holds 10
-    assert (bucket.capacity, bucket.margin, bucket.available) == (5.0, 5.0, 5.0)
+    bucket = TokenBucket(600, clock=FakeClock().now, share=0.5)  # the server's bucket holds 10
+    assert (bucket.capacity, bucket.margin, bucket.level()) == (5.0, 5.0, 5.0)
     bucket.tighten(7)  # the server has 7 left: 5 of them stay its margin
-    assert bucket.available == 2.0
+    assert bucket.level() == 2.0
 
 
 def test_tighten_lowers_the_level_but_never_raises_it() -> None:
-    bucket = TokenBucket(600, clock=FakeClock())
+    bucket = TokenBucket(600, clock=FakeClock().now)
     bucket.tighten(3)
-    assert bucket.available == 3.0
+    assert bucket.level() == 3.0
     bucket.tighten(8)
-    assert bucket.available == 3.0
+    assert bucket.level() == 3.0
+
+
+async def test_a_request_sleeps_on_the_injected_clock_for_the_tokens_it_lacks() -> None:
+    clock = FakeClock()
+    lim = limiter(clock, tpm=1200)  # 20/s; it holds half of the server's 20: 10
+    async with lim.slot(10):
+        pass
+    async with lim.slot(5):
+        pass
+    assert clock.sleeps == [pytest.approx(0.25)]
 
 
 # --- EndpointLimiter: a margin below the server's bucket --------------------------------------

@@ -23,7 +23,15 @@ import structlog
 
 from pipeline._log import get_logger
 from pipeline.cli import _logs as logs
-from pipeline.cli._display import choose_mode, show_progress, summary_table, totals_from
+from pipeline.cli._display import choose_mode, show_progress
+from pipeline.cli._exit import (
+    EXIT_BUDGET,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STORAGE,
+)
+from pipeline.cli._summary import print_summary
 from pipeline.config._load import (
     RunConfig,
     build_jobs,
@@ -40,18 +48,10 @@ from pipeline.report._page import write_report
 from pipeline.rundir._journal import Journal, open_journal, read_journal
 from pipeline.rundir._layout import RunDir, RunLock, prepare
 from pipeline.runner._jobs import Job, JobResult, RunResult, RunTotals
-from pipeline.runner._results import Counters, RunMeta, counters_of, results_document, write_json
+from pipeline.runner._results import RunMeta, results_document, run_totals, write_json
 from pipeline.runner._run import OptimizerRun
 from pipeline.sim.server import open_simulator
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_STORAGE, EXIT_INTERRUPTED = (
-    0,
-    1,
-    2,
-    3,
-    4,
-    130,
-)
 STATS_INTERVAL_S = 1.0
 DRAIN_TIMEOUT_S = 30.0
 log = get_logger("gpo.run")
@@ -72,7 +72,8 @@ class Session:
         default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     )
     interrupted: bool = False
-    previous: Counters = field(default_factory=Counters)
+    previous: RunTotals = field(default_factory=RunTotals)
+    """What earlier sessions of a resumed run used (their spend is in the preloaded budget)."""
 
 
 def open_session(
@@ -128,7 +129,7 @@ async def _run(session: Session) -> int:
     rundir = session.rundir
     async with _simulated(session.config) as config:
         history, other = read_journal(rundir.journal)
-        session.previous = previous_counters(other)
+        session.previous = previous_totals(other)
         async with (
             open_sqlite_ledger(rundir.ledger, legacy_cache=rundir.cache) as ledger,
             open_sqlite_cache(rundir.cache) as cache,
@@ -206,10 +207,13 @@ async def _optimize(
     if journal.fault is not None:
         raise journal.fault
     await cache.flush()
-    jobs = result.jobs if result else run.job_results()
-    _write_outputs(session, gateway, jobs, status)
-    _print_summary(session, jobs, gateway)
-    return _exit_code(status, jobs)
+    if result is None:  # interrupted: what the run did so far
+        wall_s = time.monotonic() - session.started_mono
+        result = RunResult(jobs=run.job_results(), totals=run_totals(gateway, wall_s=wall_s))
+    result = dataclasses.replace(result, totals=session.previous + result.totals)
+    _write_outputs(session, gateway, result, status)
+    _print_summary(session, result)
+    return _exit_code(status, result.jobs)
 
 
 async def _supervise(
@@ -232,11 +236,18 @@ async def _supervise(
 
 async def _show(session: Session, run: OptimizerRun, gateway: Gateway) -> None:
     started = time.monotonic()
+    budget = gateway.budget
+
+    def totals() -> RunTotals:
+        return session.previous + run_totals(gateway, wall_s=time.monotonic() - started)
+
     await show_progress(
         run.events(),
-        lambda: totals_from(gateway, started=started, now=time.monotonic()),
+        totals,
         total_jobs=len(session.jobs),
         mode=choose_mode(sys.stderr, json=session.json),
+        cap_usd=session.config.budget.usd,
+        job_cost=lambda job: budget.state(f"job:{job}").spent_usd,
     )
 
 
@@ -284,23 +295,26 @@ def stats_event(gateway: Gateway) -> dict[str, Any]:
     return {"event": "stats", "spent_usd": gateway.budget.state().spent_usd, "endpoints": endpoints}
 
 
-def previous_counters(events: list[dict[str, Any]]) -> Counters:
-    """HTTP activity of earlier sessions: the last stats sample before each later start."""
-    total, last = Counters(), Counters()
+def previous_totals(events: list[dict[str, Any]]) -> RunTotals:
+    """HTTP activity of earlier sessions: the last stats sample before each later start. Their
+    spend is left out (the budget, preloaded from the ledger, holds it), and so is their wall
+    time (``wall_s`` is the last session's)."""
+    total, last = RunTotals(), RunTotals()
     for event in events:
         if event.get("event") == "run_started":
-            total, last = total + last, Counters()
+            total, last = total + last, RunTotals()
         elif event.get("event") == "stats":
-            last = _counters_of_sample(event)
+            last = _totals_of_sample(event)
     return total + last
 
 
-def _counters_of_sample(event: dict[str, Any]) -> Counters:
+def _totals_of_sample(event: dict[str, Any]) -> RunTotals:
     rows = [r for r in event.get("endpoints", {}).values() if isinstance(r, dict)]
-    return Counters(
+    return RunTotals(
         calls=sum(int(r.get("requests", 0)) for r in rows),
         cache_hits=sum(int(r.get("cache_hits", 0)) for r in rows),
         retries=sum(int(r.get("retries", 0)) for r in rows),
+        rate_limited=sum(int(r.get("rate_limited", 0)) for r in rows),
         input_tokens=sum(int(r.get("input_tokens", 0)) for r in rows),
         output_tokens=sum(int(r.get("output_tokens", 0)) for r in rows),
     )
@@ -322,9 +336,7 @@ def _exit_code(status: str, jobs: tuple[JobResult, ...]) -> int:
     }.get(status, EXIT_OK)
 
 
-def _write_outputs(
-    session: Session, gateway: Gateway, jobs: tuple[JobResult, ...], status: str
-) -> None:
+def _write_outputs(session: Session, gateway: Gateway, result: RunResult, status: str) -> None:
     config = session.config
     meta = RunMeta(
         run_id=session.rundir.run_id,
@@ -334,30 +346,21 @@ def _write_outputs(
         config_path=str(config.path),
         strategy=config.settings.strategy.describe(),
     )
-    stats = gateway.statistics()
     document = results_document(
-        jobs,
+        result.jobs,
         meta=meta,
         budget=gateway.budget,
         caps=config.budget,
-        counters=session.previous + counters_of(stats),
-        wall_s=time.monotonic() - session.started_mono,
-        endpoints=stats,
+        totals=result.totals,
+        endpoints=gateway.statistics(),
         prices=gateway.prices(),
     )
     write_json(session.rundir.results, document)
     write_report(session.rundir.path)
 
 
-def _print_summary(session: Session, jobs: tuple[JobResult, ...], gateway: Gateway) -> None:
-    counters = session.previous + counters_of(gateway.statistics())
-    totals = RunTotals(
-        **dataclasses.asdict(counters),
-        cost_usd=gateway.budget.state().spent_usd,
-        wall_s=time.monotonic() - session.started_mono,
-    )
-    table = summary_table(RunResult(jobs=jobs, totals=totals), cost_known=gateway.cost_known)
-    print(table, file=session.out)
+def _print_summary(session: Session, result: RunResult) -> None:
+    print_summary(result, session.out)
     print(
         f"\nresults: {session.rundir.results}\nreport:  {session.rundir.report}", file=session.out
     )

@@ -10,42 +10,26 @@ budget. See DESIGN.md section 3.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Generic, Protocol, TypeVar
 
-import anyio
 import orjson
 
 from pipeline._log import get_logger
 from pipeline.clock import Clock, SystemClock
-from pipeline.errors import (
-    ConfigError,
-    LLMError,
-    MalformedResponse,
-    NotFound,
-    RateLimited,
-    RetriesExhausted,
-    StorageError,
-)
-from pipeline.llm._budget import Budget, Reservation
+from pipeline.errors import ConfigError, MalformedResponse, NotFound, RetriesExhausted, StorageError
+from pipeline.llm._budget import Budget
 from pipeline.llm._cache import MemoryCache, ResponseCache, cache_key, request_digest, sample_key
+from pipeline.llm._calls import Call, Cost, Endpoint, Sender, Tally, chat_floor, check_prices
 from pipeline.llm._endpoint import EndpointConfig
 from pipeline.llm._limits import EndpointLimiter
-from pipeline.llm._pricing import FREE, Price
-from pipeline.llm._retry import delay_s
-from pipeline.llm._samples import chat_identity, decode_choice, derive_seed, encode_choice
+from pipeline.llm._pricing import Price
+from pipeline.llm._samples import chat_identity, decode_choice, encode_choice, sample_seed
 from pipeline.llm._singleflight import SingleFlight
-from pipeline.llm._stats import EndpointStatistics, StatsRecorder
-from pipeline.llm._tokens import (
-    max_input_tokens,
-    max_text_tokens,
-    min_text_tokens,
-    typical_input_tokens,
-)
+from pipeline.llm._stats import EndpointStatistics
+from pipeline.llm._tokens import max_input_tokens, max_text_tokens, typical_input_tokens
 from pipeline.llm._values import (
     ChatRequest,
     Choice,
@@ -53,74 +37,13 @@ from pipeline.llm._values import (
     EmbeddingReply,
     EmbeddingRequest,
     Embeddings,
-    RateLimitInfo,
     TransportReply,
     Usage,
 )
-from pipeline.llm.transports._http import open_http_transport
 from pipeline.llm.transports._protocol import Transport
 
 log = get_logger("gpo.gateway")
 EMBED_BATCH = 256  # inputs per embeddings request
-
-
-class _Reply(Protocol):
-    @property
-    def usage(self) -> Usage | None: ...
-
-    @property
-    def limits(self) -> RateLimitInfo: ...
-
-
-R = TypeVar("R", bound=_Reply)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Cost:
-    """What one HTTP request may cost at worst (budget) and is expected to take (limiter)."""
-
-    usd: float
-    tokens: int
-    limiter_tokens: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Call(Generic[R]):
-    """One HTTP request as the gateway sends it: its worst-case cost, how to send it, a usage
-    floor estimated from what came back (a server's usage is never believed below it), and what
-    to make durable before its slot is released."""
-
-    cost: _Cost
-    send: Callable[[], Awaitable[R]]
-    floor: Callable[[R], Usage]
-    entries: Callable[[R], dict[str, bytes]]
-    """The cache entries of a reply (raises if the reply is unusable)."""
-
-
-@dataclasses.dataclass(slots=True)
-class _Tally:
-    usage: Usage = dataclasses.field(default_factory=Usage)
-    cost_usd: float = 0.0
-    attempts: int = 0
-    requests: int = 0
-
-
-class _Endpoint:
-    def __init__(self, config: EndpointConfig, transport: Transport, clock: Clock) -> None:
-        self.config = config
-        self.name = config.name
-        self.transport = transport
-        self.known_price = config.effective_price
-        self.price = self.known_price or FREE  # an unknown price is shown as unknown, not $0
-        self.supports_n = config.supports_n and config.kind != "anthropic"
-        self.stats = StatsRecorder(endpoint=config.name)
-        self.limiter = EndpointLimiter(
-            rpm=config.rpm,
-            tpm=config.tpm,
-            max_in_flight=config.max_in_flight,
-            clock=clock,
-            max_pause_s=config.retry.retry_after_cap_s,
-        )
 
 
 class Gateway:
@@ -129,7 +52,7 @@ class Gateway:
 
     def __init__(
         self,
-        endpoints: Mapping[str, _Endpoint],
+        endpoints: Mapping[str, Endpoint],
         *,
         budget: Budget,
         cache: ResponseCache,
@@ -138,14 +61,14 @@ class Gateway:
     ) -> None:
         self._endpoints = dict(endpoints)
         self.budget = budget
-        self._cache = cache
         self._clock = clock
-        self._rng = rng
+        self._sender = Sender(budget=budget, cache=cache, clock=clock, rng=rng)
         self._chat_flights: SingleFlight[Completion] = SingleFlight()
-        self._idle = anyio.Event()
-        self.fault: StorageError | None = None
+
+    @property
+    def fault(self) -> StorageError | None:
         """The first storage fault (ledger or cache); the gateway sends nothing new after it."""
-        self._unsaved: dict[str, bytes] = {}  # answers the cache could not take after a fault
+        return self._sender.fault
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -191,18 +114,12 @@ class Gateway:
     def storage_fault(self, fault: StorageError) -> None:
         """Record a storage fault (the first one wins): from now on every request that was not
         sent yet raises it, while those in flight are answered and kept."""
-        if self.fault is None:
-            self.fault = fault
-            log.error("storage_fault", path=fault.path, error=fault.reason)
+        self._sender.storage_fault(fault)
 
     async def save_unsaved(self) -> int:
         """Try once more to write the answers the cache refused after a fault; how many are
         still unsaved (they will be paid for again on resume)."""
-        if self._unsaved:
-            with contextlib.suppress(StorageError):
-                await self._cache.put_many(self._unsaved)
-                self._unsaved.clear()
-        return len(self._unsaved)
+        return await self._sender.save_unsaved()
 
     @property
     def in_flight(self) -> int:
@@ -212,8 +129,7 @@ class Gateway:
     async def drained(self) -> None:
         """Return once no HTTP request is in flight."""
         while self.in_flight:
-            self._idle = anyio.Event()
-            await self._idle.wait()
+            await self._sender.idle()
 
     def limiter(self, endpoint: str) -> EndpointLimiter:
         return self._endpoint(endpoint).limiter
@@ -250,10 +166,10 @@ class Gateway:
         model = ep.config.model
         keys = [cache_key({"kind": "embedding", "model": model, "input": t}, 0) for t in texts]
         try:
-            found = await self._lookup(list(dict.fromkeys(keys)))
+            found = await self._sender.lookup(list(dict.fromkeys(keys)))
             missing = [t for t, k in zip(texts, keys, strict=True) if k not in found]
             missing = list(dict.fromkeys(missing))
-            tally = _Tally()
+            tally = Tally()
             for i in range(0, len(missing), EMBED_BATCH):
                 batch = missing[i : i + EMBED_BATCH]
                 found |= await self._embed_missing(ep, model, batch, job, tally)
@@ -268,7 +184,7 @@ class Gateway:
         )
 
     async def _embed_missing(
-        self, ep: _Endpoint, model: str, texts: list[str], job: str | None, tally: _Tally
+        self, ep: Endpoint, model: str, texts: list[str], job: str | None, tally: Tally
     ) -> dict[str, bytes]:
         request = EmbeddingRequest(inputs=tuple(texts), model=model)
         input_max = max_text_tokens(request.inputs)
@@ -284,22 +200,22 @@ class Gateway:
                 for t, v in zip(texts, reply.vectors, strict=True)
             }
 
-        call = _Call(
-            cost=_Cost(ep.price.cost(input_max, 0), input_max, input_max // 4 + 1),
+        call = Call(
+            cost=Cost(ep.price.cost(input_max, 0), input_max, input_max // 4 + 1),
             send=lambda: ep.transport.embed(request),
             floor=lambda _: Usage(),
             entries=entries,
         )
-        return entries(await self._send(ep, job, call, tally))
+        return entries(await self._sender.send(ep, job, call, tally))
 
     async def _chat(
-        self, ep: _Endpoint, req: ChatRequest, digest: str, job: str | None
+        self, ep: Endpoint, req: ChatRequest, digest: str, job: str | None
     ) -> Completion:
         start = self._clock.now()
         keys = [sample_key(digest, i) for i in range(req.n)]
-        found = await self._lookup(keys)
+        found = await self._sender.lookup(keys)
         choices: list[Choice | None] = [decode_choice(found.get(k)) for k in keys]
-        tally = _Tally()
+        tally = Tally()
         missing = [i for i, c in enumerate(choices) if c is None]
         if not missing:
             ep.stats.cache_hits += 1
@@ -321,17 +237,17 @@ class Gateway:
 
     async def _fetch(
         self,
-        ep: _Endpoint,
+        ep: Endpoint,
         req: ChatRequest,
         missing: list[int],
         keys: list[str],
         job: str | None,
-        tally: _Tally,
+        tally: Tally,
     ) -> dict[int, Choice]:
         """One HTTP request for the first missing samples (all of them where ``n`` works); the
         answers are in the cache when it returns."""
         want = len(missing) if ep.supports_n else 1
-        sub = req.with_(n=want, seed=derive_seed(req.seed, missing[0]))
+        sub = req.with_(n=want, seed=sample_seed(req.seed, missing[0]))
         assert sub.max_tokens is not None
         input_max = max_input_tokens(sub.messages)
         output_max = want * sub.max_tokens
@@ -340,148 +256,22 @@ class Gateway:
             got = zip(missing, reply.choices[:want], strict=False)
             return {keys[i]: encode_choice(c) for i, c in got}
 
-        call = _Call(
-            cost=_Cost(
+        call = Call(
+            cost=Cost(
                 ep.price.cost(input_max, output_max),
                 input_max + output_max,
                 typical_input_tokens(sub.messages) + output_max,
             ),
             send=lambda: ep.transport.chat(sub),
-            floor=_chat_floor,
+            floor=chat_floor,
             entries=entries,
         )
-        reply = await self._send(ep, job, call, tally)
+        reply = await self._sender.send(ep, job, call, tally)
         if not reply.choices:
             raise MalformedResponse("the endpoint returned no choices", endpoint=ep.name)
         return dict(zip(missing, reply.choices[:want], strict=False))
 
-    async def _send(self, ep: _Endpoint, job: str | None, call: _Call[R], tally: _Tally) -> R:
-        """Send one request with bounded retries; each attempt reserves and settles the budget."""
-        policy = ep.config.retry
-        for attempt in range(1, policy.max_attempts + 1):
-            tally.attempts += 1
-            try:
-                return await self._attempt(ep, job, call, tally)
-            except LLMError as exc:
-                if not exc.retryable:
-                    ep.stats.failures += 1
-                    raise
-                last = exc
-                wait = delay_s(policy, exc, attempt, self._rng)
-                if isinstance(exc, RateLimited):
-                    ep.limiter.pause(wait, reason="429")
-                if attempt < policy.max_attempts:  # no wait, and no retry counted, after the last
-                    await self._before_retry(ep, exc, attempt, wait, job)
-        ep.stats.failures += 1
-        raise RetriesExhausted(
-            f"gave up after {policy.max_attempts} attempts: {last}", endpoint=ep.name
-        ) from last
-
-    async def _attempt(self, ep: _Endpoint, job: str | None, call: _Call[R], tally: _Tally) -> R:
-        async with ep.limiter.slot(call.cost.limiter_tokens):
-            reservation = await self._reserve(ep, job, call.cost)
-            try:
-                reply = await self._timed(ep, tally, call.send)
-            except LLMError as exc:
-                self._settle_failure(ep, call.cost, reservation, exc)
-                raise
-            except BaseException:
-                self.budget.settle_in_full(reservation)  # it may have reached the server
-                raise
-            self._settle(ep, call, reservation, reply, tally)
-            await self._save(call.entries(reply))  # durable before the slot is released
-        return reply
-
-    async def _lookup(self, keys: list[str]) -> dict[str, bytes]:
-        found = await self._cache.get_many(keys)
-        if self._unsaved:
-            found |= {k: self._unsaved[k] for k in keys if k in self._unsaved}
-        return found
-
-    async def _save(self, entries: dict[str, bytes]) -> None:
-        """Commit a paid answer; after a storage fault keep it in memory (it is not lost to
-        this session, and :meth:`save_unsaved` tries once more)."""
-        try:
-            await self._cache.put_many(entries)
-        except StorageError as exc:
-            self._unsaved |= entries
-            self.storage_fault(exc)
-
-    async def _reserve(self, ep: _Endpoint, job: str | None, cost: _Cost) -> Reservation:
-        """The budget for one request about to be sent (waiting for room if others are in
-        flight); the tokens/min capacity it took is given back if none is granted."""
-        try:
-            if self.fault is not None:  # nothing more can be recorded: send nothing new
-                raise self.fault
-            if ep.known_price is None and self.budget.usd_capped(ep.name, job):
-                raise ConfigError(_unpriced(ep.config))
-            return await self.budget.acquire(
-                usd=cost.usd, tokens=cost.tokens, endpoint=ep.name, job=job
-            )
-        except BaseException:
-            ep.limiter.settle_tokens(cost.limiter_tokens, 0)
-            raise
-
-    async def _timed(self, ep: _Endpoint, tally: _Tally, call: Callable[[], Awaitable[R]]) -> R:
-        ep.stats.requests += 1
-        tally.requests += 1
-        ep.stats.in_flight += 1
-        sent_at = self._clock.now()
-        try:
-            reply = await call()
-        finally:
-            ep.stats.in_flight -= 1
-            if not ep.stats.in_flight:
-                self._idle.set()
-        ep.stats.latencies.append(self._clock.now() - sent_at)
-        return reply
-
-    def _settle(
-        self, ep: _Endpoint, call: _Call[R], reservation: Reservation, reply: R, tally: _Tally
-    ) -> None:
-        ep.limiter.observe(reply.limits)
-        if reply.usage is None:
-            self.budget.settle_in_full(reservation)
-            usd = reservation.pusd / 10**12
-            usage = Usage(input_tokens=reservation.tokens)
-        else:
-            usage = _at_least(reply.usage, call.floor(reply), ep.stats)
-            usd = ep.price.cost(usage.input_tokens, usage.output_tokens)
-            self.budget.settle(reservation, usd=usd, tokens=usage.total)
-            ep.limiter.settle_tokens(call.cost.limiter_tokens, usage.total)
-        ep.stats.usage = ep.stats.usage + usage
-        ep.stats.cost_usd += usd
-        tally.usage = tally.usage + usage
-        tally.cost_usd += usd
-
-    def _settle_failure(
-        self, ep: _Endpoint, cost: _Cost, reservation: Reservation, exc: LLMError
-    ) -> None:
-        if exc.maybe_billed:
-            self.budget.settle_in_full(reservation)
-            ep.stats.cost_usd += reservation.pusd / 10**12
-        else:
-            self.budget.release(reservation)
-            ep.limiter.settle_tokens(cost.limiter_tokens, 0)
-
-    async def _before_retry(
-        self, ep: _Endpoint, exc: LLMError, attempt: int, wait: float, job: str | None
-    ) -> None:
-        reason = getattr(exc, "reason", "transient")
-        ep.stats.retried(reason)
-        log.info(
-            "llm_retry",
-            endpoint=ep.name,
-            job=job,
-            reason=reason,
-            status=exc.status,
-            attempt=attempt,
-            wait_s=round(wait, 3),
-        )
-        if not isinstance(exc, RateLimited):  # a 429 already paused the whole endpoint
-            await self._clock.sleep(wait)
-
-    def _endpoint(self, name: str) -> _Endpoint:
+    def _endpoint(self, name: str) -> Endpoint:
         try:
             return self._endpoints[name]
         except KeyError:
@@ -507,11 +297,11 @@ async def open_gateway(
     async with AsyncExitStack() as stack:
         runtime = {}
         for config in endpoints:
-            transport = (transports or {}).get(config.name) or await open_http_transport(config)
+            transport = (transports or {}).get(config.name) or await _open_http(config)
             stack.push_async_callback(transport.aclose)
-            runtime[config.name] = _Endpoint(config, transport, clock)
+            runtime[config.name] = Endpoint(config, transport, clock)
         budget = budget if budget is not None else Budget()
-        _check_prices(runtime.values(), budget)
+        check_prices(runtime.values(), budget)
         yield Gateway(
             runtime,
             budget=budget,
@@ -521,37 +311,9 @@ async def open_gateway(
         )
 
 
-def _chat_floor(reply: TransportReply) -> Usage:
-    """The least the choices of a reply of several can have used, from their texts (some
-    servers, llama.cpp's among them, report the usage of one choice of ``n``)."""
-    if len(reply.choices) < 2:
-        return Usage()
-    return Usage(output_tokens=min_text_tokens(tuple(c.text for c in reply.choices)))
+async def _open_http(config: EndpointConfig) -> Transport:
+    """The endpoint's HTTP transport. Imported here, so that aiohttp is loaded only by a process
+    that opens one: the stages, the runner and the fakes never load it."""
+    from pipeline.llm.transports._http import open_http_transport
 
-
-def _at_least(reported: Usage, floor: Usage, stats: StatsRecorder) -> Usage:
-    """``reported``, raised to ``floor`` where a server under-reports (llama.cpp's server counts
-    one choice of ``n``); each raise is counted in the endpoint's statistics."""
-    usage = Usage(
-        input_tokens=max(reported.input_tokens, floor.input_tokens),
-        output_tokens=max(reported.output_tokens, floor.output_tokens),
-    )
-    if usage != reported:
-        stats.usage_raised += 1
-        stats.usage_raised_tokens += usage.total - reported.total
-    return usage
-
-
-def _check_prices(endpoints: Iterable[_Endpoint], budget: Budget) -> None:
-    for ep in endpoints:
-        capped = budget.usd_capped(ep.name) or budget.job_caps.usd is not None
-        if ep.known_price is None and capped:
-            raise ConfigError(_unpriced(ep.config))
-
-
-def _unpriced(config: EndpointConfig) -> str:
-    return (
-        f"endpoint {config.name!r}: no price is known for model {config.model!r} at "
-        f"{config.base_url}, so a USD cap cannot be enforced; give the endpoint a price "
-        "(EndpointConfig(price=Price(...)), or pipeline.FREE for a local server)"
-    )
+    return await open_http_transport(config)

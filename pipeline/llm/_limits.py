@@ -1,8 +1,9 @@
 """Per-endpoint admission: pause gate, requests/min, tokens/min and requests in flight.
 
 Order for each HTTP request: concurrency slot -> wait out an endpoint-wide pause (set by a 429 or
-by headers that say nothing is left) -> requests/min (aiolimiter), then tokens/min (a token
-bucket on the injected clock; tokens are reserved, then settled to usage) -> send at once. The
+by headers that say nothing is left) -> requests/min (aiolimiter), then tokens/min (the token
+bucket of :mod:`pipeline._bucket`, on the injected clock; tokens are reserved, then settled to
+usage) -> send at once. The
 slot comes first so that a request leaves the moment its rate capacity is granted: capacity taken
 while waiting for a slot would bunch requests into bursts the server's own bucket refuses. The
 rate steps run one caller at a time behind a FIFO lock, so a request for many tokens is never
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import anyio
 from aiolimiter import AsyncLimiter
 
+from pipeline._bucket import TokenBucket
 from pipeline._log import get_logger
 from pipeline.clock import Clock
 from pipeline.llm._values import RateLimitInfo
@@ -35,58 +37,6 @@ log = get_logger("gpo.limits")
 
 SERVER_SHARE = 0.5
 """The share of a server's bucket (``burst_s`` of refill) that an endpoint's buckets hold."""
-
-_ROUNDING = 1e-9
-"""A refill this close to what is needed (relative to the capacity) counts as complete."""
-
-
-class TokenBucket:
-    """Refills at ``rate = per_minute / 60`` per second, on an injected clock, and holds
-    ``share`` of the server's bucket of ``rate * burst_s`` (at least one unit); the rest of the
-    server's bucket is the ``margin``."""
-
-    def __init__(
-        self, per_minute: float, *, clock: Clock, burst_s: float = 1.0, share: float = 1.0
-    ) -> None:
-        self.per_minute = per_minute
-        self.rate = per_minute / 60.0
-        server = max(1.0, self.rate * burst_s)
-        self.capacity = max(1.0, server * share)
-        self.margin = server - self.capacity
-        self._clock = clock
-        self._level = self.capacity
-        self._stamp = clock.now()
-
-    @property
-    def available(self) -> float:
-        self._refill()
-        return self._level
-
-    async def acquire(self, amount: float) -> None:
-        """Take ``amount``, waiting for the refill if needed.
-
-        A request larger than the capacity waits for a full bucket and leaves it in debt, so
-        it is neither refused nor under-counted.
-        """
-        need = min(amount, self.capacity)
-        while (missing := need - self.available) > _ROUNDING * self.capacity:
-            await self._clock.sleep(missing / self.rate)
-        self._level -= amount
-
-    def refund(self, amount: float) -> None:
-        self._refill()
-        self._level = min(self.capacity, self._level + amount)
-
-    def tighten(self, remaining: float) -> None:
-        """The server says only ``remaining`` is left: never believe we have more than that,
-        less the margin."""
-        self._refill()
-        self._level = min(self._level, remaining - self.margin)
-
-    def _refill(self) -> None:
-        now = self._clock.now()
-        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
-        self._stamp = now
 
 
 class RequestLimiter:
@@ -189,7 +139,7 @@ class EndpointLimiter:
                 if self._rpm is not None:
                     await self._rpm.acquire()
                 if self._tpm is not None:
-                    await self._tpm.acquire(tokens)
+                    await self._take_tokens(self._tpm, tokens)
                 await self._wait_pause()  # a 429 may have paused the endpoint meanwhile
             await self._open.wait()
             yield
@@ -230,7 +180,7 @@ class EndpointLimiter:
             rpm_learned=self._rpm_cfg is None and self._rpm is not None,
             tpm_learned=self._tpm_cfg is None and self._tpm is not None,
             paused_for_s=max(0.0, self._paused_until - self._clock.now()),
-            tokens_available=self._tpm.available if self._tpm else None,
+            tokens_available=self._tpm.level() if self._tpm else None,
         )
 
     def _learn(self, info: RateLimitInfo) -> None:
@@ -255,8 +205,14 @@ class EndpointLimiter:
 
     def _new_bucket(self, per_minute: float) -> TokenBucket:
         return TokenBucket(
-            float(per_minute), clock=self._clock, burst_s=self._burst_s, share=SERVER_SHARE
+            float(per_minute), clock=self._clock.now, burst_s=self._burst_s, share=SERVER_SHARE
         )
+
+    async def _take_tokens(self, bucket: TokenBucket, amount: float) -> None:
+        """Take ``amount``, sleeping on the injected clock for the refill it needs first."""
+        while (wait := bucket.wait_for(amount)) > 0:
+            await self._clock.sleep(wait)
+        bucket.take(amount)
 
     async def _wait_pause(self) -> None:
         while (left := self._paused_until - self._clock.now()) > 0:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import orjson
 
+from pipeline._seeds import derive_seed
 from pipeline.llm._values import ChatRequest, Choice
 
 
-def derive_seed(seed: int | None, index: int) -> int | None:
+def sample_seed(seed: int | None, index: int) -> int | None:
     """The seed for a request whose first sample is ``index`` (top-ups must not repeat samples)."""
     if seed is None or index == 0:
         return seed
-    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+    return derive_seed(seed, index)
 
 
 def chat_identity(kind: str, req: ChatRequest) -> dict[str, Any]:

@@ -19,10 +19,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,7 +28,9 @@ import anyio
 import anyio.to_thread
 import orjson
 
+from pipeline.clock import Clock, SystemClock
 from pipeline.errors import StorageError
+from pipeline.runner._state import JobHistory
 from stages.messages import (
     CandidateRecord,
     Evaluated,
@@ -48,10 +48,10 @@ class Journal:
     def __init__(
         self,
         file: IO[bytes],
-        clock: Any = time.monotonic,
         *,
         path: Path | None = None,
         on_fault: Callable[[StorageError], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._file = file
         self._path = path or Path(getattr(file, "name", "journal"))
@@ -59,12 +59,12 @@ class Journal:
         self.fault: StorageError | None = None
         self._pending: list[bytes] = []
         self._wake = anyio.Event()
-        self._clock = clock
-        self._started = clock()
+        self._clock = clock or SystemClock()
+        self._started = self._clock.now()
         self._limiter = anyio.CapacityLimiter(1)
 
     def append(self, event: dict[str, Any]) -> None:
-        event.setdefault("t", round(self._clock() - self._started, 3))
+        event.setdefault("t", round(self._clock.now() - self._started, 3))
         self._pending.append(orjson.dumps(event, option=_OPTS))
         self._wake.set()
 
@@ -116,11 +116,11 @@ class Journal:
 
 
 @asynccontextmanager
-async def open_journal(path: Path) -> AsyncIterator[Journal]:
+async def open_journal(path: Path, *, clock: Clock | None = None) -> AsyncIterator[Journal]:
     """Append to ``path``; a background task commits lines; all is synced on exit, even on
-    cancellation."""
+    cancellation. ``clock`` stamps each line (``t``: seconds since the journal was opened)."""
     file = await anyio.to_thread.run_sync(_open_append, path)
-    journal = Journal(file, path=path)
+    journal = Journal(file, path=path, clock=clock)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(journal.serve)
@@ -167,17 +167,6 @@ def _evaluated(evaluated: Evaluated, keep_outputs: bool) -> dict[str, Any]:
 
 
 # --- reading it back ------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class JobHistory:
-    """What the journal says happened to one job."""
-
-    initial: Evaluated | None = None
-    steps: list[tuple[StepRecord, Evaluated]] = field(default_factory=list)
-    test_scores: dict[str, float] | None = None
-    status: str | None = None
-    error: str | None = None
 
 
 def read_journal(path: Path) -> tuple[dict[str, JobHistory], list[dict[str, Any]]]:

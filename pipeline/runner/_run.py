@@ -9,18 +9,21 @@ admitting jobs and lets the active ones end with their best-so-far.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Protocol
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import (
+    MemoryObjectReceiveStream,
+    MemoryObjectSendStream,
+    MemoryObjectStreamStatistics,
+)
 
+from pipeline.clock import Clock, SystemClock
 from pipeline.errors import BudgetExhausted, ConfigError, StorageError
 from pipeline.llm._gateway import Gateway
-from pipeline.rundir._journal import JobHistory
 from pipeline.runner._jobs import (
     BudgetUpdate,
     CandidateScored,
@@ -32,13 +35,13 @@ from pipeline.runner._jobs import (
     OptimizerSettings,
     ProgressEvent,
     RunResult,
-    RunTotals,
     StepFinished,
     build_context,
     check_splits,
 )
-from pipeline.runner._state import EventSink, JobState, RunObserver, unstarted
-from stages.evaluation import Call, Evaluation, serve_calls
+from pipeline.runner._results import run_totals
+from pipeline.runner._state import EventSink, JobHistory, JobState, RunObserver, unstarted
+from stages.evaluation import Evaluation
 from stages.generation import Generation
 from stages.messages import (
     Direction,
@@ -56,11 +59,16 @@ from stages.refinement import Refinement
 from stages.retrieval import Retrieval
 
 
+class _Queue(Protocol):
+    def statistics(self) -> MemoryObjectStreamStatistics: ...
+
+
 class OptimizerRun:
     """A run in progress: iterate :meth:`events`, await :meth:`result`.
 
     ``history`` (from a journal) resumes jobs where they stopped: ended jobs keep their result,
-    others continue with their next step, whose calls come from the response cache.
+    others continue with their next step, whose calls come from the response cache. ``clock``
+    times the run (``RunTotals.wall_s``).
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class OptimizerRun:
         *,
         observer: RunObserver | None = None,
         history: Mapping[str, JobHistory] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         names = [j.name for j in jobs]
         if len(set(names)) != len(names):
@@ -78,6 +87,7 @@ class OptimizerRun:
         check_splits(jobs, settings)
         self._gateway = gateway
         self._settings = settings
+        self._clock = clock or SystemClock()
         self._observer = observer
         self._history = dict(history or {})
         self._jobs = list(jobs)
@@ -88,7 +98,7 @@ class OptimizerRun:
         self._result: RunResult | None = None
         self._stopped = False
         self._fault: StorageError | None = None
-        self._queues: dict[str, MemoryObjectReceiveStream[Any]] = {}
+        self._queues: dict[str, _Queue] = {}
 
     async def events(self) -> AsyncIterator[ProgressEvent]:
         """Progress events until the run ends (nothing once it has ended). Events are buffered
@@ -120,12 +130,12 @@ class OptimizerRun:
     async def run(self) -> RunResult:
         """Run every job; a storage fault (the gateway's ledger or cache, or the observer's
         journal) stops the run once the requests in flight are answered, and is raised then."""
-        started = time.monotonic()
+        started = self._clock.now()
         try:
             await self._run_stages()
         finally:
             self._sink.close()
-        self._result = self._collect(time.monotonic() - started)
+        self._result = self._collect(self._clock.now() - started)
         self._done.set()
         if self._fault is not None:
             raise self._fault
@@ -165,31 +175,17 @@ class OptimizerRun:
                 to_evaluate.clone(),
                 to_runner.clone(),
             )
-            tg.start_soon(self._serve_evaluation, evaluate_in, to_runner.clone())
+            evaluation = Evaluation(
+                gw,
+                workers=w,
+                call_workers=self._settings.call_workers,
+                buffer_size=buf,
+            )
+            self._queues["calls"] = evaluation
+            tg.start_soon(evaluation.serve, evaluate_in, to_runner.clone(), to_runner.clone())
             to_runner.close()
             with to_retrieve, to_evaluate, inbox:
                 await self._drive(to_retrieve, to_evaluate, inbox)
-
-    async def _serve_evaluation(
-        self,
-        receive: MemoryObjectReceiveStream[EvaluationInput],
-        to_runner: MemoryObjectSendStream[RunnerInput],
-    ) -> None:
-        calls_send, calls_receive = anyio.create_memory_object_stream[Call](
-            self._settings.buffer_size
-        )
-        self._queues["calls"] = calls_receive
-        async with anyio.create_task_group() as tg:
-            with calls_receive:
-                for _ in range(self._settings.call_workers):
-                    tg.start_soon(serve_calls, self._gateway, calls_receive.clone())
-            with calls_send:
-                stage = Stage(
-                    "evaluation",
-                    Evaluation(calls_send, self._gateway).handle,
-                    workers=self._settings.max_active_jobs,
-                )
-                await stage.serve(receive, to_runner, to_runner.clone())
 
     async def _drive(
         self,
@@ -299,6 +295,7 @@ class OptimizerRun:
                 word_budget=outcome.record.word_budget,
                 selected_score=outcome.selected.score,
                 best_dev_score=max(e.score for e in state.trajectory),
+                initial_dev_score=state.trajectory[0].score,
             )
         )
         self._publish_budget()
@@ -341,6 +338,7 @@ class OptimizerRun:
                 status=state.status or "failed",
                 best_dev_score=best.score if best else None,
                 error=state.error,
+                initial_dev_score=state.trajectory[0].score if state.trajectory else None,
             )
         )
 
@@ -366,16 +364,7 @@ class OptimizerRun:
         )
 
     def _collect(self, wall_s: float) -> RunResult:
-        stats = self._gateway.statistics().values()
-        totals = RunTotals(
-            calls=sum(s.requests for s in stats),
-            cache_hits=sum(s.cache_hits for s in stats),
-            retries=sum(s.retries_total for s in stats),
-            input_tokens=sum(s.input_tokens for s in stats),
-            output_tokens=sum(s.output_tokens for s in stats),
-            cost_usd=self._gateway.budget.state().spent_usd,
-            wall_s=wall_s,
-        )
+        totals = run_totals(self._gateway, wall_s=wall_s)
         jobs = self.job_results()
         return RunResult(jobs=jobs, totals=totals, events_dropped=self._sink.dropped)
 

@@ -10,7 +10,6 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from pipeline.llm._budget import Budget
-from pipeline.rundir._journal import JobHistory
 from pipeline.runner._jobs import Job, JobResult, JobStatus, ProgressEvent
 from stages.edits import normalize_prompt
 from stages.messages import Entry, Evaluated, JobContext, StepOutcome, StepRecord, StepTicket
@@ -54,6 +53,17 @@ class EventSink:
     def close(self) -> None:
         self._send.close()
         self._receive.close()
+
+
+@dataclass(slots=True)
+class JobHistory:
+    """What a journal says happened to one job: what a resumed run starts from."""
+
+    initial: Evaluated | None = None
+    steps: list[tuple[StepRecord, Evaluated]] = field(default_factory=list)
+    test_scores: dict[str, float] | None = None
+    status: str | None = None
+    error: str | None = None
 
 
 @dataclass(slots=True)

@@ -2,8 +2,9 @@
 
 OpenAI states limits per minute but enforces them in sub-minute quanta (12,000 RPM behaves like
 200 requests per second), so each bucket refills at ``per_minute / 60`` per second and holds
-``rate * burst_s`` (at least one unit), starting full. A request is admitted only when every
-configured bucket can pay for it; a refused request takes nothing. A request larger than a bucket's
+``rate * burst_s`` (at least one unit), starting full (:mod:`pipeline._bucket`'s token bucket,
+the one the gateway's limiter is made of). A request is admitted only when every configured
+bucket can pay for it; a refused request takes nothing. A request larger than a bucket's
 capacity (but within the per-minute limit) is admitted from a full bucket and leaves it in debt;
 one larger than the per-minute token limit is refused for good ("Request too large").
 
@@ -20,6 +21,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
+
+from pipeline._bucket import TokenBucket
 
 Clock = Callable[[], float]
 """Monotonic seconds."""
@@ -62,40 +65,6 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(number + unit for number, unit in parts) != text:
         raise ValueError(f"not a duration: {text!r} (expected e.g. '120ms', '1.5s', '6m0s')")
     return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
-
-
-class TokenBucket:
-    """A bucket of ``per_minute`` units per minute holding ``burst_s`` seconds' worth of refill."""
-
-    def __init__(self, *, per_minute: float, burst_s: float, clock: Clock) -> None:
-        if per_minute <= 0 or burst_s <= 0:
-            raise ValueError(f"per_minute and burst_s must be > 0, got {per_minute}, {burst_s}")
-        self.per_minute = per_minute
-        self.rate = per_minute / 60.0
-        self.capacity = max(self.rate * burst_s, 1.0)
-        self._clock = clock
-        self._level = self.capacity
-        self._stamp = clock()
-
-    def level(self) -> float:
-        """The current level (negative while in debt)."""
-        now = self._clock()
-        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
-        self._stamp = now
-        return self._level
-
-    def wait_for(self, amount: float) -> float:
-        """Seconds until the bucket can pay ``amount`` (0 when it can now)."""
-        need = min(amount, self.capacity)
-        return max(0.0, (need - self.level()) / self.rate)
-
-    def take(self, amount: float) -> None:
-        """Pay ``amount`` (which :meth:`wait_for` said fits)."""
-        self._level = self.level() - amount
-
-    def time_to_full(self) -> float:
-        """Seconds until the bucket is full again."""
-        return max(0.0, (self.capacity - self.level()) / self.rate)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -179,7 +179,7 @@ class ExactMatch:
 
 
 @dataclass(frozen=True)
-class Choice:
+class MultipleChoice:
     """Multiple choice. A letter target (``(B)``/``B``) is compared with the option letter read
     from the answer part (first ``(X)``, ``X)``, ``option X`` or leading ``X``), else with the
     last one in the output. A text target must occur in the normalized final answer."""
@@ -256,7 +256,7 @@ def _contains(normalized_output: str, target: str) -> Judgement:
 
 
 exact = ExactMatch()
-choice = Choice()
+choice = MultipleChoice()
 numeric = Numeric()
 yes_no = Label("yes_no", _YES_NO)
 true_false = Label("true_false", _TRUE_FALSE)

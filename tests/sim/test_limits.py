@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.sim.limits import RateLimiter, TokenBucket, format_duration, parse_duration
+from pipeline._bucket import TokenBucket
+from pipeline.sim.limits import RateLimiter, format_duration, parse_duration
 
 
 class FakeClock:

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import MappingProxyType
 
-import anyio
 import pytest
 
 from pipeline.llm._values import (
     ChatRequest,
     Choice,
+    Completion,
     EmbeddingReply,
     EmbeddingRequest,
+    Embeddings,
     Message,
     TransportReply,
     Usage,
@@ -25,7 +26,7 @@ from pipeline.llm.transports._fake import FakeTransport
 from pipeline.runner._jobs import Job, OptimizerSettings, build_context
 from pipeline.tasks._data import Example
 from stages.edits import normalize_prompt
-from stages.evaluation import Call, Evaluation, serve_calls, task_messages
+from stages.evaluation import Evaluation, task_messages
 from stages.messages import (
     Candidate,
     Candidates,
@@ -82,15 +83,13 @@ def context(
 
 
 @asynccontextmanager
-async def evaluation(transport: FakeTransport, *, workers: int = 3) -> AsyncIterator[Evaluation]:
+async def evaluation(
+    transport: FakeTransport, *, workers: int = 3, buffer: int = 1
+) -> AsyncIterator[Evaluation]:
     async with open_test_gateway(transport, config=endpoint_config(name="ep")) as gw:
-        send, receive = anyio.create_memory_object_stream[Call](1)
-        async with anyio.create_task_group() as tg:
-            with receive:
-                for _ in range(workers):
-                    tg.start_soon(serve_calls, gw, receive.clone())
-            with send:
-                yield Evaluation(send, gw)
+        stage = Evaluation(gw, call_workers=workers, buffer_size=buffer)
+        async with stage.call_pool():
+            yield stage
 
 
 def dev_numbers(ctx: JobContext) -> list[int]:
@@ -137,6 +136,54 @@ async def test_a_failing_call_fails_the_whole_evaluation(split: Split) -> None:
     async with evaluation(FakeTransport(chat=broken)) as stage:
         with pytest.raises(RuntimeError, match="the task model is down"):
             await stage.evaluate(context(), ("One.",), split)
+
+
+async def test_after_a_failing_call_the_evaluation_sends_no_more_calls() -> None:
+    transport = FakeTransport(chat=broken)
+
+    async with evaluation(transport, workers=1, buffer=16) as stage:
+        with pytest.raises(RuntimeError):
+            await stage.evaluate(context(dev=8), ("One.", "Two."), "dev")
+
+    assert len(transport.requests) == 1  # of 16: those queued when it failed are skipped
+
+
+class Models:
+    """The stages' model protocol without a gateway: every task question answered right."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str | None]] = []
+
+    async def chat(
+        self, endpoint: str, request: ChatRequest, *, job: str | None = None
+    ) -> Completion:
+        self.asked.append((endpoint, job))
+        choice = answer(request).choices[0]
+        return Completion(
+            choices=(choice,),
+            usage=Usage(),
+            cost_usd=0.0,
+            latency_s=0.0,
+            attempts=1,
+            requests=1,
+            cached=False,
+        )
+
+    async def embed(
+        self, endpoint: str, texts: Sequence[str], *, job: str | None = None
+    ) -> Embeddings:
+        raise AssertionError("not asked for embeddings")
+
+
+async def test_the_stage_needs_only_chat_and_embed_of_its_models() -> None:
+    models = Models()
+    stage = Evaluation(models, call_workers=2)
+
+    async with stage.call_pool():
+        scored = await stage.evaluate(context(dev=4), ("One.",), "dev")
+
+    assert [e.score for e in scored] == [100.0]
+    assert models.asked == [("ep", "t")] * 4
 
 
 async def test_a_failing_call_raises_its_own_error_while_prompts_are_embedded() -> None:

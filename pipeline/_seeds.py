@@ -1,4 +1,5 @@
-"""Stable seeds derived from the run seed and a request's place in the run."""
+"""Stable seeds derived from a seed and a place in the run (hashlib: unlike the built-in
+``hash``, the same in every process)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,6 @@ import hashlib
 
 
 def derive_seed(*parts: object) -> int:
-    """A 31-bit seed from ``parts`` (stable across processes, unlike ``hash``)."""
+    """A 31-bit seed from ``parts``, e.g. (run seed, job, step, purpose)."""
     raw = "\x1f".join(str(p) for p in parts).encode()
     return int.from_bytes(hashlib.sha256(raw).digest()[:4], "big") & 0x7FFFFFFF
