@@ -1,7 +1,11 @@
 """Optimizer benchmarks, each run in a fresh process (``python -m benchmarks.optimizer NAME``) that
 prints one JSON object, so that peak memory belongs to that benchmark alone.
 
-  B3 scale: 1,000 jobs with small dev sets, all in the cycle at once, against the simulator.
+  B3 scale: 1,000 jobs with small dev sets, all in the cycle at once, against the simulator:
+     peak RSS, and the optimizer's CPU time per request with the time its garbage collections
+     took (``--gc default`` for Python's own collector settings instead of the CLI's).
+  B3 sweep: B3 at several sizes (``sweep --jobs 250 1000 2500 5000``), each size run with each
+     collector setting in turn, the order rotated every round; medians and ranges per cell.
   B4 critical path: simulator latency 500 ms (constant), no limits: wall time of one GPO step
      over the ideal (one optimizer call + one task call).
   B5 quality: every preset on the synthetic tasks and the BBH files, several seeds: mean test
@@ -11,13 +15,17 @@ prints one JSON object, so that peak memory belongs to that benchmark alone.
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import logging
 import resource
+import statistics
+import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -27,6 +35,7 @@ import orjson
 
 from benchmarks.run import simulator
 from pipeline.cli import _logs as logs
+from pipeline.cli._main import tune_gc
 from pipeline.llm._cache import NoCache
 from pipeline.llm._endpoint import EndpointConfig
 from pipeline.llm._gateway import open_gateway
@@ -51,6 +60,30 @@ def _builtin() -> list[tuple[str, tuple[Example, ...]]]:
     ]
 
 
+@contextmanager
+def gc_meter() -> Iterator[dict[str, float]]:
+    """The collections made in the block (``gen0``, ``gen1``, ``gen2``: how many; ``gc_s``: their
+    CPU time; ``full_s``: that of the full ones, generation 2), measured by ``gc.callbacks``."""
+    seen: dict[str, float] = {"gen0": 0, "gen1": 0, "gen2": 0, "gc_s": 0.0, "full_s": 0.0}
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.process_time()
+            return
+        took = time.process_time() - started[0]
+        seen[f"gen{info['generation']}"] += 1
+        seen["gc_s"] += took
+        if info["generation"] == 2:
+            seen["full_s"] += took
+
+    gc.callbacks.append(callback)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(callback)
+
+
 async def b3(jobs: int) -> dict[str, Any]:
     tasks = _builtin()
     plan = strategy("gpo", candidates=4, epochs=2)
@@ -72,17 +105,80 @@ async def b3(jobs: int) -> dict[str, Any]:
         simulator() as url,
         open_gateway([_endpoint(url, max_in_flight=128)], cache=NoCache()) as gateway,
     ):
-        started = time.monotonic()
-        result = await optimize(gateway, work, settings)
+        started, cpu = time.monotonic(), time.process_time()
+        with gc_meter() as collections:
+            result = await optimize(gateway, work, settings)
+        cpu = time.process_time() - cpu
     finished = sum(j.status == "finished" for j in result.jobs)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    calls = result.totals.calls
     return {
         "jobs": jobs,
         "finished": finished,
-        "calls": result.totals.calls,
+        "calls": calls,
         "wall_s": time.monotonic() - started,
         "peak_rss_mb": rss_mb,
+        "cpu_s": cpu,
+        "cpu_ms_per_call": cpu / calls * 1000,
+        "gc_share": collections["gc_s"] / cpu,
+        "full_gc_ms": collections["full_s"] / max(1, collections["gen2"]) * 1000,
+        **collections,
     }
+
+
+def sweep(sizes: Sequence[int], modes: Sequence[str], rounds: int) -> dict[str, Any]:
+    """B3 at each size with each collector setting, every run a fresh process; within a size
+    the settings alternate and their order rotates each round (A B, B A, ...), so a busy spell
+    of the shared machine hits them alike."""
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in range(rounds):
+        for size in sizes:
+            order = [*modes[r % len(modes) :], *modes[: r % len(modes)]]
+            for mode in order:
+                out = _fresh("b3", "--jobs", str(size), "--gc", mode)
+                runs[f"{size} {mode}"].append(out)
+                print(f"round {r + 1}: {size} jobs, gc {mode}: {_brief(out)}", file=sys.stderr)
+    return {cell: _summary(outs) for cell, outs in runs.items()}
+
+
+def _fresh(*args: str) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.optimizer", *args]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return dict(orjson.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _brief(out: dict[str, Any]) -> str:
+    return (
+        f"{out['cpu_ms_per_call']:.3f} ms CPU/request, gc {out['gc_share']:.1%} "
+        f"({out['gen2']:.0f} full, {out['full_gc_ms']:.0f} ms each), "
+        f"{out['peak_rss_mb']:.0f} MB, {out['wall_s']:.0f} s"
+    )
+
+
+def _summary(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("cpu_ms_per_call", "gc_share", "gen2", "full_gc_ms", "peak_rss_mb", "wall_s")
+    summary: dict[str, Any] = {"runs": len(outs)}
+    for key in keys:
+        values = [float(o[key]) for o in outs]
+        summary[key] = statistics.median(values)
+        summary[f"{key}_range"] = (min(values), max(values))
+    return summary
+
+
+def print_sweep(table: dict[str, Any]) -> None:
+    print(
+        f"{'jobs':>5} {'gc':<8} {'CPU ms/request':>22} {'gc share':>17} {'full gcs':>9} "
+        f"{'ms per full':>12} {'peak RSS MB':>12} {'wall s':>7}"
+    )
+    for cell, s in table.items():
+        size, mode = cell.split()
+        lo, hi = s["cpu_ms_per_call_range"]
+        glo, ghi = s["gc_share_range"]
+        print(
+            f"{int(size):>5} {mode:<8} {s['cpu_ms_per_call']:>8.3f} ({lo:.3f}-{hi:.3f}) "
+            f"{s['gc_share']:>6.1%} ({glo:.0%}-{ghi:.0%}) {s['gen2']:>9.0f} "
+            f"{s['full_gc_ms']:>12.0f} {s['peak_rss_mb']:>12.0f} {s['wall_s']:>7.0f}"
+        )
 
 
 async def b4() -> dict[str, Any]:
@@ -147,16 +243,26 @@ async def b5(seeds: int, dev: int, test: int, tasks_limit: int | None) -> dict[s
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.optimizer")
-    parser.add_argument("name", choices=["b3", "b4", "b5"])
-    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("name", choices=["b3", "b4", "b5", "sweep"])
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1000], help="sweep: several")
+    parser.add_argument(
+        "--gc", nargs="+", choices=["cli", "default"], default=["cli"], help="sweep: several"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="sweep: runs of each cell")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--dev", type=int, default=24)
     parser.add_argument("--test", type=int, default=72)
     parser.add_argument("--tasks", type=int, default=None, help="use only the first N tasks")
     args = parser.parse_args(argv)
     logs.configure(level=logging.ERROR)
+    if args.name == "sweep":
+        table = sweep(args.jobs, args.gc, args.rounds)
+        print_sweep(table)
+        return 0
+    if args.gc[0] == "cli":  # the collector as ``gpo`` sets it (see pipeline.cli._main)
+        tune_gc()
     if args.name == "b3":
-        out = anyio.run(b3, args.jobs)
+        out = anyio.run(b3, args.jobs[0])
     elif args.name == "b4":
         out = anyio.run(b4)
     else:

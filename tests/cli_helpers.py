@@ -4,6 +4,14 @@ Everything runs as real subprocesses: ``gpo sim`` as a separate OpenAI-compatibl
 counts the HTTP requests reaching it (it logs ``sim_stopped requests=N`` on stderr when stopped
 with SIGTERM, at ``-v``), and ``gpo run``/``estimate``/``report``/``demo`` against it. Every
 process started here is stopped and waited for, whatever happens in the test.
+
+Time limits. These tests mostly start Python processes and wait for them, which a busy machine
+stretches many times over: at a load average of 12 on 2 cores, ``gpo --help`` took 6-10 s (1 s
+idle), the 24 bad-input cases 104 s together (16 s idle) and ``gpo demo`` 142 s (28 s idle).
+Every limit here is a hang detector, never a speed check: at least 5x what the wait took at that
+load. The files of these tests mark them ``subprocess`` with a pytest-timeout budget of their
+own (``BUDGET_S``, ``LONG_BUDGET_S`` for the two longest processes) above the waits they make;
+in-process tests keep pyproject's 60 s unless they state their own.
 """
 
 from __future__ import annotations
@@ -23,6 +31,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+PROCESS_S = 300.0  # a gpo process to finish, or a condition to hold while one runs
+STARTUP_S = 120.0  # the simulator to say it is listening
+STOP_S = 60.0  # a signalled process to exit (then SIGKILL)
+BUDGET_S = 600  # pytest-timeout of a test of a few gpo processes (and of its module's fixtures)
+LONG_PROCESS_S = 800.0  # a process of about 30 s idle: gpo demo, the README's optimizer example
+LONG_BUDGET_S = 900  # pytest-timeout of a test that runs one
 
 KEY_ENV = "GPO_TEST_KEY"
 TEST_KEY = "sk-test-cli"
@@ -59,7 +74,7 @@ def run_gpo(
     *,
     cwd: Path,
     env: Mapping[str, str] | None = None,
-    timeout: float = 30,
+    timeout: float = PROCESS_S,
 ) -> subprocess.CompletedProcess[str]:
     """``gpo ARGS`` to completion (killed if it outlasts ``timeout``)."""
     return subprocess.run(
@@ -73,7 +88,7 @@ def run_gpo(
     )
 
 
-def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = STOP_S) -> int:
     """Send ``sig`` unless it has ended, wait (SIGKILL after ``timeout``); the exit code."""
     if process.poll() is None:
         process.send_signal(sig)
@@ -110,7 +125,7 @@ def running_sim(
         )
     assert process.stdout is not None
     try:
-        line = _first_line(process.stdout, timeout=20)
+        line = _first_line(process.stdout, timeout=STARTUP_S)
         match = _LISTENING.fullmatch(line)
         assert match is not None, f"gpo sim said {line!r}; stderr: {_text(logs)}"
         sim = Sim(url=match.group(1), port=int(match.group(2)))
@@ -158,7 +173,7 @@ def wait_for(
     condition: Callable[[], bool],
     process: subprocess.Popen[Any],
     *,
-    timeout: float = 30,
+    timeout: float = PROCESS_S,
     poll_s: float = 0.01,
 ) -> None:
     """Poll until ``condition()`` holds; fail if ``process`` ends first or time runs out."""

@@ -19,7 +19,7 @@ import structlog
 
 from pipeline._log import get_logger
 from pipeline.cli import _logs as logs
-from tests.cli_helpers import read_json, run_gpo
+from tests.cli_helpers import BUDGET_S, PROCESS_S, read_json, run_gpo
 
 _EMBEDDED_RUN = """
 import json, random, sys
@@ -52,11 +52,13 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-c", textwrap.dedent(code), *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PROCESS_S,
         check=False,
     )
 
 
+@pytest.mark.subprocess
+@pytest.mark.timeout(BUDGET_S)
 def test_an_embedded_run_writes_nothing_to_stdout_and_no_info_to_stderr(tmp_path: Path) -> None:
     done = _python(_EMBEDDED_RUN, str(tmp_path / "out.json"))
     assert done.returncode == 0, done.stderr
@@ -68,6 +70,8 @@ def test_an_embedded_run_writes_nothing_to_stdout_and_no_info_to_stderr(tmp_path
         assert event not in done.stderr
 
 
+@pytest.mark.subprocess
+@pytest.mark.timeout(BUDGET_S)
 def test_a_library_warning_reaches_stderr_only_as_one_line() -> None:
     done = _python(
         """
@@ -158,6 +162,8 @@ def test_a_log_file_on_a_full_disk_is_given_up_with_one_warning(
     assert "Traceback" not in err
 
 
+@pytest.mark.subprocess
+@pytest.mark.timeout(BUDGET_S)
 def test_gpo_run_files_its_log_events_with_the_run_id(tmp_path: Path) -> None:
     (tmp_path / "run.toml").write_text(
         textwrap.dedent(
@@ -181,7 +187,7 @@ def test_gpo_run_files_its_log_events_with_the_run_id(tmp_path: Path) -> None:
             """
         )
     )
-    done = run_gpo(["run", "run.toml", "--run-dir", "rd"], cwd=tmp_path, timeout=60)
+    done = run_gpo(["run", "run.toml", "--run-dir", "rd"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run_id = read_json(tmp_path / "rd" / "run.json")["run_id"]
     events = [

@@ -46,11 +46,12 @@ from pipeline.runner._jobs import (
     StepFinished,
     build_context,
 )
-from pipeline.runner._run import open_optimizer, optimize
+from pipeline.runner._run import OptimizerRun, open_optimizer, optimize
 from pipeline.tasks._data import Example, Splits, split_examples
 from pipeline.tasks._metrics import custom_metric
 from stages.edits import normalize_prompt
 from stages.strategy import Strategy, strategy
+from tests.fakes import FakeClock
 
 ENDPOINT = "fake"
 INITIAL = "Let's think step by step."
@@ -207,7 +208,8 @@ async def run_jobs(
     price: Price | None = None,
     budget: Budget | None = None,
 ) -> RunResult:
-    with anyio.fail_after(30):  # a deadlock fails here instead of hanging
+    # A deadlock fails here instead of hanging (1,000 jobs take 26 s at a load average of 12).
+    with anyio.fail_after(240):
         async with fake_gateway(llm, price=price, budget=budget) as gateway:
             return await optimize(gateway, jobs, options)
 
@@ -219,6 +221,7 @@ def statuses(result: RunResult) -> dict[str, str]:
 # --- admission control: no deadlock, backpressure ------------------------------------------
 
 
+@pytest.mark.timeout(300)  # 26 s at a load average of 12 on 2 cores
 @pytest.mark.parametrize("buffer_size", [1, 0])
 async def test_a_thousand_jobs_through_tiny_buffers_all_finish(buffer_size: int) -> None:
     jobs = [job(f"j{i}", count=7, dev=2, test=2) for i in range(1000)]
@@ -431,6 +434,23 @@ async def test_events_report_starts_steps_candidates_finishes_and_budget() -> No
         mine = [e for e in events if getattr(e, "job", None) == name]
         assert isinstance(mine[0], JobStarted)
         assert isinstance(mine[-1], JobFinished)
+
+
+async def test_step_and_finish_events_carry_the_initial_dev_score() -> None:
+    events: list[ProgressEvent] = []
+    with anyio.fail_after(30):
+        async with (
+            fake_gateway(FakeLLM(default_quality=50)) as gateway,
+            open_optimizer(gateway, [job("a")], settings(TINY)) as run,
+        ):
+            events = [event async for event in run.events()]
+            result = await run.result()
+
+    initial = result.job("a").initial_dev_score
+    assert initial is not None
+    ended = [e for e in events if isinstance(e, StepFinished | JobFinished)]
+    assert len(ended) > 1
+    assert {e.initial_dev_score for e in ended} == {initial}
 
 
 async def test_a_consumer_that_never_reads_does_not_block_the_run() -> None:
@@ -646,9 +666,25 @@ async def test_queue_depths_show_the_evaluation_fan_out_backing_up() -> None:
             fake_gateway(llm) as gateway,
             open_optimizer(gateway, [job("a", count=40, dev=32)], settings(call_workers=1)) as run,
         ):
-            await anyio.sleep(0.2)  # the initial evaluation: 32 calls through one worker
+            # The initial evaluation: 32 calls of 10 ms through one worker. Polled (the queue is
+            # the run's: no event to wait on) rather than slept on for a fixed time, which a busy
+            # machine could stretch past the backlog.
+            while not run.queue_depths().get("calls") and len(llm.tasks) < 32:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
             seen.append(run.queue_depths()["calls"])
             depths = run.queue_depths()
             await run.result()
     assert set(depths) == {"retrieval", "refinement", "generation", "evaluation", "runner", "calls"}
     assert seen[0] > 0
+
+
+async def test_the_run_wall_time_is_read_from_the_injected_clock() -> None:
+    clock = FakeClock(start=100.0)
+    with anyio.fail_after(30):
+        async with fake_gateway(FakeLLM()) as gateway, anyio.create_task_group() as tg:
+            run = OptimizerRun(gateway, [job("a")], settings(), clock=clock)
+            tg.start_soon(run.run)
+            await anyio.lowlevel.checkpoint()  # the run has started: it read the clock
+            clock.advance(2.5)
+            result = await run.result()
+    assert result.totals.wall_s == 2.5

@@ -7,6 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.cli_helpers import LONG_BUDGET_S, LONG_PROCESS_S
+
+# The examples run as their own processes: a budget of their own, see tests/cli_helpers.py.
+pytestmark = [pytest.mark.subprocess, pytest.mark.timeout(LONG_BUDGET_S)]
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -22,7 +29,7 @@ def run_block(index: int, cwd: Path) -> str:
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=LONG_PROCESS_S,
         check=False,
     )
     assert result.returncode == 0, result.stderr

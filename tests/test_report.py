@@ -292,13 +292,13 @@ def test_word_diff_marks_insertions_and_deletions() -> None:
     assert diff == ("Think <ins>slowly</ins> step by <del>step.</del> <ins>step &lt;now&gt;.</ins>")
 
 
+@pytest.mark.timeout(300)  # 25 s at a load average of 12 on 2 cores
 def test_a_thousand_jobs_render_quickly_and_compactly(tmp_path: Path) -> None:
     jobs = [make_job(f"task-{i:04d}", (i % 41) - 15.0, seed=i, steps=18) for i in range(1000)]
     run = make_run(tmp_path / "big", jobs, seconds=8 * 3600)
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: a busy machine stretches the wall time many-fold
     html = render_report(run)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 5.0
+    assert time.process_time() - started < 5.0  # 0.6-0.7 s
     assert len(html.encode()) < 5_000_000
     assert html.count("<details") == 50 + 1  # 50 jobs in detail plus the run settings
     assert "the other 950" in html

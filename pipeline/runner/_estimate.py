@@ -17,13 +17,13 @@ reserves (:func:`pipeline.llm._tokens.max_input_tokens`).
 
 Retries come on top of both (a 429 is not billed). Dollars follow each endpoint's price per
 request; an unknown price makes that endpoint's cost and the total "unknown" (an estimate never
-refuses). The wall-time lower bound only follows from configured rate limits.
+refuses). The wall-time lower bound only follows from configured rate limits. The table for a
+person is :func:`render` (in ``_estimate_render``).
 """
 
 from __future__ import annotations
 
 import math
-import textwrap
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +33,7 @@ from pipeline.llm._gateway import EMBED_BATCH
 from pipeline.llm._pricing import Price
 from pipeline.llm._tokens import max_input_tokens, max_text_tokens
 from pipeline.llm._values import Message
+from pipeline.runner._estimate_render import render as render  # re-exported
 from pipeline.runner._jobs import Job, OptimizerSettings, build_context
 from pipeline.sim.tokens import count_prompt_tokens, count_tokens
 from pipeline.tasks._data import Example
@@ -71,7 +72,7 @@ class Calls:
 
 
 @dataclass(slots=True)
-class Usage:
+class EndpointEstimate:
     """Requests and tokens for one endpoint, expected and worst case, and what they cost
     (``usd`` None: no price is known for the endpoint)."""
 
@@ -108,11 +109,15 @@ class Estimate:
     """Per endpoint: usage, the price used (None: unknown) and its model; totals (``usd`` None
     when some endpoint's price is unknown); what the expected figures assumed."""
 
-    endpoints: dict[str, Usage] = field(default_factory=lambda: defaultdict(Usage))
+    endpoints: dict[str, EndpointEstimate] = field(
+        default_factory=lambda: defaultdict(EndpointEstimate)
+    )
     prices: dict[str, Price | None] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)
     simulated: frozenset[str] = frozenset()  # task endpoints that gpo's simulator serves
     reasoning_tokens: int = REASONING_TOKENS
+    sim_reasoning_tokens: int = SIM_REASONING_TOKENS
+    prompt_words: int = PROMPT_WORDS
     usd: float | None = 0.0
     usd_worst: float | None = 0.0
     min_wall_s: float | None = None
@@ -236,7 +241,9 @@ def _bound(ctx: JobContext) -> int:
 # --- task model ---------------------------------------------------------------------------------
 
 
-def _task_calls(ctx: JobContext, plan: list[_Step], reasoning: int, usage: Usage) -> None:
+def _task_calls(
+    ctx: JobContext, plan: list[_Step], reasoning: int, usage: EndpointEstimate
+) -> None:
     dev, test = ctx.splits.dev, ctx.splits.test
     initial = count_tokens(ctx.initial_prompt)
     answers = {
@@ -278,7 +285,7 @@ def _inputs(ctx: JobContext, examples: Sequence[Example]) -> tuple[float, int]:
 
 
 def _optimizer_calls(
-    ctx: JobContext, plan: list[_Step], reasoning: int, split_n: bool, usage: Usage
+    ctx: JobContext, plan: list[_Step], reasoning: int, split_n: bool, usage: EndpointEstimate
 ) -> None:
     strategy = ctx.strategy
     candidates = strategy.candidates
@@ -362,7 +369,7 @@ def _summary(ctx: JobContext, step: _Step) -> tuple[Calls, Calls]:
 # --- embeddings ---------------------------------------------------------------------------------
 
 
-def _embedding_calls(ctx: JobContext, plan: list[_Step], usage: Usage) -> None:
+def _embedding_calls(ctx: JobContext, plan: list[_Step], usage: EndpointEstimate) -> None:
     """The initial prompt, then each step's new candidates, embedded while they are scored
     (retrieval then finds every vector in the cache)."""
     initial = (ctx.initial_prompt,)
@@ -375,7 +382,7 @@ def _embedding_calls(ctx: JobContext, plan: list[_Step], usage: Usage) -> None:
         usage.add(Calls(requests, texts * per_text // requests, 0), Calls(requests, worst, 0))
 
 
-# --- prices and rendering -----------------------------------------------------------------------
+# --- prices -------------------------------------------------------------------------------------
 
 
 def _price(result: Estimate, endpoints: dict[str, EndpointConfig]) -> None:
@@ -398,79 +405,3 @@ def _price(result: Estimate, endpoints: dict[str, EndpointConfig]) -> None:
 def _total(values: Iterable[float | None]) -> float | None:
     listed = list(values)
     return None if any(v is None for v in listed) else sum(v for v in listed if v is not None)
-
-
-def render(result: Estimate) -> str:
-    """The estimate as a table for a person, with the prices used and the assumptions made."""
-    lines = [
-        f"{result.jobs} jobs, {result.steps} optimization steps in all",
-        "",
-        f"{'endpoint':<16} {'requests':>10} {'(worst)':>10} {'tokens in':>12} "
-        f"{'(worst)':>12} {'tokens out':>12} {'(worst)':>12}",
-    ]
-    for name, u in sorted(result.endpoints.items()):
-        lines.append(
-            f"{name:<16} {u.requests:>10,} {u.requests_worst:>10,} "
-            f"{u.input_tokens:>12,} {u.input_worst:>12,} {u.output_tokens:>12,} "
-            f"{u.output_worst:>12,}"
-        )
-    lines += ["", f"cost: {_usd(result.usd)} expected, {_usd(result.usd_worst)} worst case"]
-    lines += [f"  {name:<14} {_endpoint_cost(result, name)}" for name in sorted(result.endpoints)]
-    lines += [_wall(result.min_wall_s), ""]
-    return "\n".join(lines + _assumptions(result))
-
-
-def _usd(value: float | None) -> str:
-    return "unknown" if value is None else f"${value:,.4f}"
-
-
-def _endpoint_cost(result: Estimate, name: str) -> str:
-    """The endpoint's cost (expected / worst) and the price it follows from, with its source."""
-    usage, price = result.endpoints[name], result.prices.get(name)
-    if price is None:
-        return (
-            f"unknown: no price is known for model {result.models.get(name, '?')!r} (set "
-            "price = { input_per_mtok = ..., output_per_mtok = ... } to count it)"
-        )
-    cost = f"{_usd(usage.usd)} / {_usd(usage.usd_worst)}"
-    if price.free:
-        return f"{cost}  free" + ("" if price.source == "free" else f" ({price.source})")
-    return f"{cost}  at {price.summary()}"
-
-
-def _wall(seconds: float | None) -> str:
-    if seconds is None:
-        return "wall time: no rate limits configured, so no lower bound from limits"
-    return (
-        f"wall time: at least {_duration(seconds)} at the configured "
-        "rate limits (latency comes on top)"
-    )
-
-
-def _assumptions(result: Estimate) -> list[str]:
-    simulated = sorted(result.simulated)
-    answers = f"{result.reasoning_tokens} tokens of reasoning plus the gold answer"
-    if simulated:
-        answers += (
-            f" ({', '.join(simulated)}: the simulator's one reasoning line, about "
-            f"{SIM_REASONING_TOKENS} tokens, plus the answer)"
-        )
-    expected = (
-        f"Expected: task answers of {answers}, at most scorer_max_tokens; candidate prompts "
-        f"growing by a third of each step's word budget up to {PROMPT_WORDS} words; every "
-        "candidate new, every reply parsed at the first ask; one request per candidate where "
-        "an endpoint has no n (supports_n = false, Anthropic)."
-    )
-    worst = (
-        "Worst case: every reply at its max_tokens, candidate prompts as long as the "
-        "optimizer's max_tokens, every re-ask used, each candidate asked for in a request of "
-        "its own, inputs at the byte bound the budget reserves. Retries come on top of both (a "
-        "429 is not billed)."
-    )
-    return [*textwrap.wrap(expected, 100), *textwrap.wrap(worst, 100)]
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"

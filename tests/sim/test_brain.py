@@ -145,10 +145,10 @@ def test_a_task_reply_is_fast(brain: Brain) -> None:
     import time
 
     examples = task(brain, "object_counting").examples
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: a busy machine stretches the wall time many-fold
     for i in range(2000):
         ask(brain, examples[i % 200].input, f"{STEP} Variant {i % 40}.")
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0  # 0.15 s here
 
 
 def gpo_meta(trajectory: list[tuple[str, float]], current: str, limit: int, exemplars: str) -> str:
