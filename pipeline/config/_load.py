@@ -79,17 +79,14 @@ _TOML_PLACE: Final = re.compile(
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
-    """A validated run configuration. ``raw`` is the parsed TOML (for snapshots); endpoints of kind
-    ``"simulator"`` (named in ``simulated``) have the placeholder base URL until
-    :func:`with_simulator_url`; ``simulator`` is None when no endpoint is simulated."""
+    """A validated run configuration. Endpoints of kind ``"simulator"`` (named in
+    ``simulated``) have the placeholder base URL until :func:`with_simulator_url`;
+    ``simulator`` is None when no endpoint is simulated."""
 
     path: Path
-    raw: dict[str, Any]
     run_dir: Path | None
     seed: int
     budget: Caps
-    max_active_jobs: int
-    call_workers: int
     simulator: SimConfig | None
     endpoints: tuple[EndpointConfig, ...]
     simulated: frozenset[str]
@@ -133,12 +130,9 @@ def load_config(
     simulated = frozenset(name for name, spec in endpoints.items() if spec.simulated)
     return RunConfig(
         path=file.absolute(),
-        raw=raw,
         run_dir=None if isinstance(doc.run.dir, UnsetType) else resolve(base, doc.run.dir),
         seed=doc.run.seed,
         budget=build_caps(doc.run) or Caps(),
-        max_active_jobs=settings.max_active_jobs,
-        call_workers=settings.call_workers,
         simulator=simulator if simulated else None,
         endpoints=tuple(spec.config for spec in endpoints.values()),
         simulated=simulated,
