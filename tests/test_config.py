@@ -648,6 +648,7 @@ def test_budgets_limits_and_prices_are_not_differences(tmp_path: Path) -> None:
 
 EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.glob("*.toml"))
 FAKE_DATA = [
+    "shared/data/bbh/boolean_expressions.json",
     "shared/data/bbh/navigate.json",
     "shared/data/bbh/web_of_lies.json",
     "shared/data/bbh/date_understanding.json",
