@@ -21,6 +21,7 @@ retried is a property of the error *type* (``retryable``), never decided ad hoc 
         │   └── MalformedResponse    unparseable or truncated body
         └── FatalError               permanent: fails fast, never retried
             ├── BadRequest           400, 422
+            │   └── ChoicesRefused   a 400 naming n: not that many choices in one request
             ├── AuthenticationFailed 401
             ├── PermissionDenied     403
             ├── NotFound             404
@@ -130,6 +131,12 @@ class FatalError(LLMError):
 
 class BadRequest(FatalError):
     pass
+
+
+class ChoicesRefused(BadRequest):
+    """A 400 (or 422) naming the request's ``n``: the endpoint will not give that many choices
+    in one request (llama.cpp's server with fewer slots than ``n``, a model without ``n``). The
+    gateway then asks that endpoint for one choice per request; nothing was billed."""
 
 
 class AuthenticationFailed(FatalError):

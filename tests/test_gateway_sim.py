@@ -83,7 +83,7 @@ async def test_mixed_faults_lose_nothing() -> None:
     [
         ({"api_key": Secret("sk-invalid")}, "", ChatRequest.of("hi"), AuthenticationFailed),
         ({}, "quota", ChatRequest.of("hi"), QuotaExceeded),
-        ({}, "", ChatRequest.of("hi", n=500), BadRequest),
+        ({}, "", ChatRequest.of("hi", temperature=5.0), BadRequest),  # a 400 not naming n
     ],
 )
 async def test_fatal_errors_are_not_retried(

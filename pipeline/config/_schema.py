@@ -64,6 +64,21 @@ MetricName = Literal[  # "auto" and pipeline.tasks._metrics.BUILTIN_METRICS
 ]
 
 _RETRY = RetryPolicy()
+_TIMEOUT = (
+    "Seconds: the least read timeout of a request (default 120, or 300 for a server on a "
+    "loopback or private-network host). Each request waits min(max_timeout_s, max(timeout_s, "
+    "3 x the p95 latency of the endpoint's last 64 requests)); a timed-out request counts as a "
+    "latency of its wait."
+)
+_MAX_TIMEOUT = (
+    "Seconds: the most read timeout of a request, however slow the endpoint gets (default 600, "
+    "never below timeout_s). Equal to timeout_s: a fixed timeout."
+)
+_SUPPORTS_N = (
+    "false: ask for one choice per request instead of n at once (Ollama, servers that ignore "
+    "n). An endpoint that answers n with a 400 naming n (llama.cpp's server with fewer slots "
+    "than n) is switched to this by itself, once."
+)
 
 
 class Table(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -143,9 +158,10 @@ class EndpointTable(Table, frozen=True, kw_only=True):
     rpm: Positive | UnsetType = UNSET
     tpm: Positive | UnsetType = UNSET
     max_in_flight: Count | UnsetType = UNSET
-    timeout_s: Positive | UnsetType = UNSET
+    timeout_s: Annotated[Positive, Meta(description=_TIMEOUT)] | UnsetType = UNSET
+    max_timeout_s: Annotated[Positive, Meta(description=_MAX_TIMEOUT)] | UnsetType = UNSET
     connect_timeout_s: Positive | UnsetType = UNSET
-    supports_n: bool | UnsetType = UNSET
+    supports_n: Annotated[bool, Meta(description=_SUPPORTS_N)] | UnsetType = UNSET
     default_max_tokens: Count | UnsetType = UNSET
     price: Pricing | UnsetType = UNSET
     retry: RetryTable | UnsetType = UNSET
@@ -161,6 +177,10 @@ class EndpointTable(Table, frozen=True, kw_only=True):
             raise Invalid("base_url", message + "simulator starts)")
         if self.kind != "anthropic" and not isinstance(self.anthropic_version, UnsetType):
             raise Invalid("anthropic_version", f'expected no such key for kind = "{self.kind}"')
+        low, high = self.timeout_s, self.max_timeout_s
+        if not isinstance(low, UnsetType) and not isinstance(high, UnsetType) and high < low:
+            message = f"expected a number >= timeout_s ({low:g}), found {show(high)}"
+            raise Invalid("max_timeout_s", message)
 
 
 class Knobs(Table, frozen=True, kw_only=True):

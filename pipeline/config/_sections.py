@@ -52,6 +52,7 @@ _LIMITS: Final = (
     "tpm",
     "max_in_flight",
     "timeout_s",
+    "max_timeout_s",
     "connect_timeout_s",
     "supports_n",
     "default_max_tokens",

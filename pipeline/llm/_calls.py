@@ -19,13 +19,21 @@ import anyio
 
 from pipeline._log import get_logger
 from pipeline.clock import Clock
-from pipeline.errors import ConfigError, LLMError, RateLimited, RetriesExhausted, StorageError
+from pipeline.errors import (
+    ChoicesRefused,
+    ConfigError,
+    LLMError,
+    RateLimited,
+    RequestTimeout,
+    RetriesExhausted,
+    StorageError,
+)
 from pipeline.llm._budget import Budget, Reservation
 from pipeline.llm._cache import ResponseCache
 from pipeline.llm._endpoint import EndpointConfig
 from pipeline.llm._limits import EndpointLimiter
 from pipeline.llm._pricing import FREE
-from pipeline.llm._retry import delay_s
+from pipeline.llm._retry import ReadTimeout, delay_s
 from pipeline.llm._stats import StatsRecorder
 from pipeline.llm._tokens import min_text_tokens
 from pipeline.llm._values import RateLimitInfo, TransportReply, Usage
@@ -78,12 +86,20 @@ class Tally:
 
 
 class Endpoint:
-    """An open endpoint: its configuration, transport, price, counters and limiter."""
+    """An open endpoint: its configuration, transport, price, counters, limiter and read
+    timeout (which its HTTP transport reads for each request)."""
 
-    def __init__(self, config: EndpointConfig, transport: Transport, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: EndpointConfig,
+        transport: Transport,
+        clock: Clock,
+        timeout: ReadTimeout | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.transport = transport
+        self.timeout = timeout or read_timeout(config)
         self.known_price = config.effective_price
         self.price = self.known_price or FREE  # an unknown price is shown as unknown, not $0
         self.supports_n = config.supports_n and config.kind != "anthropic"
@@ -94,6 +110,17 @@ class Endpoint:
             max_in_flight=config.max_in_flight,
             clock=clock,
             max_pause_s=config.retry.retry_after_cap_s,
+        )
+
+    def refuse_n(self, asked: int, exc: LLMError) -> None:
+        """The endpoint refused ``asked`` choices in one request (a 400 naming ``n``): from now
+        on, for the endpoint's life, it is asked for one choice per request. Logged once."""
+        if not self.supports_n:
+            return
+        self.supports_n = False
+        self.stats.n_split = True
+        log.warning(
+            "n_split", endpoint=self.name, asked=asked, status=exc.status, error=str(exc.args[0])
         )
 
 
@@ -144,7 +171,8 @@ class Sender:
                 return await self._attempt(ep, job, call, tally)
             except LLMError as exc:
                 if not exc.retryable:
-                    ep.stats.failures += 1
+                    if not isinstance(exc, ChoicesRefused):  # the gateway decides (a split)
+                        ep.stats.failures += 1
                     raise
                 last = exc
                 wait = delay_s(policy, exc, attempt, self._rng)
@@ -203,11 +231,17 @@ class Sender:
         sent_at = self._clock.now()
         try:
             reply = await call()
+        except RequestTimeout as exc:
+            if exc.status is None:  # it waited its whole timeout: the answer takes longer
+                ep.timeout.observe(self._clock.now() - sent_at)
+            raise
         finally:
             ep.stats.in_flight -= 1
             if not ep.stats.in_flight:
                 self._idle.set()
-        ep.stats.latencies.append(self._clock.now() - sent_at)
+        latency = self._clock.now() - sent_at
+        ep.stats.latencies.append(latency)
+        ep.timeout.observe(latency)
         return reply
 
     def _settle(
@@ -254,6 +288,11 @@ class Sender:
         )
         if not isinstance(exc, RateLimited):  # a 429 already paused the whole endpoint
             await self._clock.sleep(wait)
+
+
+def read_timeout(config: EndpointConfig) -> ReadTimeout:
+    """A new read timeout between the endpoint's configured bounds."""
+    return ReadTimeout(floor_s=config.timeout_floor_s, ceiling_s=config.timeout_ceiling_s)
 
 
 def chat_floor(reply: TransportReply) -> Usage:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
 from pipeline.llm._pricing import Price, lookup_price
 from pipeline.llm._secret import Secret
 
 EndpointKind = Literal["openai", "anthropic"]
+TIMEOUT_S = 120.0
+"""The default floor of the read timeout (see :class:`EndpointConfig`)."""
+LOCAL_TIMEOUT_S = 300.0
+"""The default floor for a server on a loopback or private-network host."""
+MAX_TIMEOUT_S = 600.0
+"""The default ceiling of the read timeout."""
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +46,17 @@ class EndpointConfig:
     ``rpm``/``tpm`` of None mean "learn the limits from the server's headers and 429s".
     ``price`` of None means the price database's price for ``model`` at ``base_url`` (see
     :mod:`pipeline.llm._pricing`); :data:`~pipeline.FREE` for a server that bills nothing.
+
+    The read timeout of each request follows the latency the endpoint shows (see
+    :mod:`pipeline.llm._retry`): ``min(ceiling, max(floor, 3 x p95 of the last 64 requests'
+    latencies))``, a timed-out request counting as a latency of its wait. The floor is
+    ``timeout_s``, by default 120 s, or 300 s for a server on a loopback or private-network host
+    (``localhost``, ``127.0.0.1``, ``::1``, ``10.x``, ``172.16-31.x``, ``192.168.x``, a
+    one-label name such as a container's, ``*.local``, ``*.internal``); the ceiling is
+    ``max_timeout_s``, by default 600 s (never below the floor). ``max_timeout_s = timeout_s``
+    makes the timeout fixed. ``supports_n = False`` asks for one choice per request; an endpoint
+    that answers a request for ``n`` choices with a 400 naming ``n`` (llama.cpp's server with
+    fewer slots than ``n``) is switched to that for the rest of the gateway's life.
     """
 
     name: str
@@ -47,7 +67,8 @@ class EndpointConfig:
     rpm: float | None = None
     tpm: float | None = None
     max_in_flight: int = 64
-    timeout_s: float = 120.0
+    timeout_s: float | None = None
+    max_timeout_s: float | None = None
     connect_timeout_s: float = 10.0
     price: Price | None = None
     supports_n: bool = True
@@ -74,13 +95,35 @@ class EndpointConfig:
             value = getattr(self, key)
             _require(value is None or value > 0, f"{self.name}.{key}", "> 0 or unset", value)
         _require(self.max_in_flight >= 1, f"{self.name}.max_in_flight", ">= 1", self.max_in_flight)
-        _require(self.timeout_s > 0, f"{self.name}.timeout_s", "> 0", self.timeout_s)
+        self._check_timeouts()
         _require(
             self.default_max_tokens >= 1,
             f"{self.name}.default_max_tokens",
             ">= 1",
             self.default_max_tokens,
         )
+
+    def _check_timeouts(self) -> None:
+        for key in ("timeout_s", "max_timeout_s"):
+            value = getattr(self, key)
+            _require(value is None or value > 0, f"{self.name}.{key}", "> 0 or unset", value)
+        low, high = self.timeout_s, self.max_timeout_s
+        if low is not None and high is not None:
+            _require(high >= low, f"{self.name}.max_timeout_s", f">= timeout_s ({low:g})", high)
+
+    @property
+    def timeout_floor_s(self) -> float:
+        """The least read timeout: ``timeout_s``, else 120 s (300 s for a local server), never
+        above an explicit ``max_timeout_s``."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        default = LOCAL_TIMEOUT_S if is_local(self.base_url) else TIMEOUT_S
+        return min(default, self.max_timeout_s or default)
+
+    @property
+    def timeout_ceiling_s(self) -> float:
+        """The most read timeout: ``max_timeout_s``, else 600 s, never below the floor."""
+        return max(self.max_timeout_s or MAX_TIMEOUT_S, self.timeout_floor_s)
 
     @property
     def effective_price(self) -> Price | None:
@@ -90,6 +133,17 @@ class EndpointConfig:
     @property
     def url(self) -> str:
         return self.base_url.rstrip("/")
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url``'s host is this machine or a private network's: a loopback, private or
+    link-local address, ``localhost``, a one-label name, or a name under a local suffix."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost" or "." not in host or host.endswith(_LOCAL_SUFFIXES)
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 def _require(ok: bool, key: str, expected: str, found: object) -> None:

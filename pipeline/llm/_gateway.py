@@ -19,13 +19,30 @@ import orjson
 
 from pipeline._log import get_logger
 from pipeline.clock import Clock, SystemClock
-from pipeline.errors import ConfigError, MalformedResponse, NotFound, RetriesExhausted, StorageError
+from pipeline.errors import (
+    ChoicesRefused,
+    ConfigError,
+    MalformedResponse,
+    NotFound,
+    RetriesExhausted,
+    StorageError,
+)
 from pipeline.llm._budget import Budget
 from pipeline.llm._cache import MemoryCache, ResponseCache, cache_key, request_digest, sample_key
-from pipeline.llm._calls import Call, Cost, Endpoint, Sender, Tally, chat_floor, check_prices
+from pipeline.llm._calls import (
+    Call,
+    Cost,
+    Endpoint,
+    Sender,
+    Tally,
+    chat_floor,
+    check_prices,
+    read_timeout,
+)
 from pipeline.llm._endpoint import EndpointConfig
 from pipeline.llm._limits import EndpointLimiter
 from pipeline.llm._pricing import Price
+from pipeline.llm._retry import ReadTimeout
 from pipeline.llm._samples import chat_identity, decode_choice, encode_choice, sample_seed
 from pipeline.llm._singleflight import SingleFlight
 from pipeline.llm._stats import EndpointStatistics
@@ -90,7 +107,10 @@ class Gateway:
         )
 
     def statistics(self) -> dict[str, EndpointStatistics]:
-        return {name: ep.stats.snapshot() for name, ep in self._endpoints.items()}
+        return {
+            name: ep.stats.snapshot(read_timeout_s=ep.timeout.seconds())
+            for name, ep in self._endpoints.items()
+        }
 
     async def preflight(self, endpoints: Sequence[str] | None = None) -> None:
         """Check every endpoint (or those named) answers, accepts its key and has a chat route,
@@ -245,7 +265,9 @@ class Gateway:
         tally: Tally,
     ) -> dict[int, Choice]:
         """One HTTP request for the first missing samples (all of them where ``n`` works); the
-        answers are in the cache when it returns."""
+        answers are in the cache when it returns. An endpoint that refuses ``n`` (a 400 naming
+        it) is switched to one choice per request and nothing is returned: the caller asks
+        again."""
         want = len(missing) if ep.supports_n else 1
         sub = req.with_(n=want, seed=sample_seed(req.seed, missing[0]))
         assert sub.max_tokens is not None
@@ -266,9 +288,18 @@ class Gateway:
             floor=chat_floor,
             entries=entries,
         )
-        reply = await self._sender.send(ep, job, call, tally)
+        try:
+            reply = await self._sender.send(ep, job, call, tally)
+        except ChoicesRefused as exc:
+            if want < 2:  # one choice refused: no split can help
+                ep.stats.failures += 1
+                raise
+            ep.refuse_n(want, exc)  # the refused request was released: it cost nothing
+            return {}
         if not reply.choices:
             raise MalformedResponse("the endpoint returned no choices", endpoint=ep.name)
+        if want == 1 < req.n and not ep.supports_n:
+            ep.stats.n_split_requests += 1
         return dict(zip(missing, reply.choices[:want], strict=False))
 
     def _endpoint(self, name: str) -> Endpoint:
@@ -297,9 +328,11 @@ async def open_gateway(
     async with AsyncExitStack() as stack:
         runtime = {}
         for config in endpoints:
-            transport = (transports or {}).get(config.name) or await _open_http(config)
+            timeout = read_timeout(config)
+            given = (transports or {}).get(config.name)
+            transport = given or await _open_http(config, timeout)
             stack.push_async_callback(transport.aclose)
-            runtime[config.name] = Endpoint(config, transport, clock)
+            runtime[config.name] = Endpoint(config, transport, clock, timeout)
         budget = budget if budget is not None else Budget()
         check_prices(runtime.values(), budget)
         yield Gateway(
@@ -311,9 +344,10 @@ async def open_gateway(
         )
 
 
-async def _open_http(config: EndpointConfig) -> Transport:
-    """The endpoint's HTTP transport. Imported here, so that aiohttp is loaded only by a process
-    that opens one: the stages, the runner and the fakes never load it."""
+async def _open_http(config: EndpointConfig, read: ReadTimeout) -> Transport:
+    """The endpoint's HTTP transport, reading its timeout from ``read`` for each request.
+    Imported here, so that aiohttp is loaded only by a process that opens one: the stages, the
+    runner and the fakes never load it."""
     from pipeline.llm.transports._http import open_http_transport
 
-    return await open_http_transport(config)
+    return await open_http_transport(config, read_timeout=read.seconds)

@@ -27,7 +27,16 @@ class EndpointStatistics:
     usage_raised: int
     """Replies whose reported usage was below what their texts must have used, and so raised."""
     usage_raised_tokens: int
+    n_split: bool
+    """The endpoint refused ``n`` choices in one request (a 400 naming ``n``) and has since been
+    asked for one choice per request."""
+    n_split_requests: int
+    """Answered requests for one choice of a call that wanted several (the endpoint split, or it
+    has no ``n``: ``supports_n = false``, Anthropic)."""
     in_flight: int
+    read_timeout_s: float
+    """The timeout the endpoint's next request gets (it follows the latency: see
+    :class:`~pipeline.llm.EndpointConfig`)."""
     latency_p50_s: float | None
     latency_p95_s: float | None
     latency_p99_s: float | None
@@ -52,6 +61,8 @@ class StatsRecorder:
     cost_usd: float = 0.0
     usage_raised: int = 0
     usage_raised_tokens: int = 0
+    n_split: bool = False
+    n_split_requests: int = 0
     retries: Counter[str] = field(default_factory=Counter)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
 
@@ -65,7 +76,7 @@ class StatsRecorder:
         if reason == "rate_limited":
             self.rate_limited += 1
 
-    def snapshot(self) -> EndpointStatistics:
+    def snapshot(self, *, read_timeout_s: float) -> EndpointStatistics:
         ordered = sorted(self.latencies)
         return EndpointStatistics(
             endpoint=self.endpoint,
@@ -80,7 +91,10 @@ class StatsRecorder:
             cost_usd=self.cost_usd,
             usage_raised=self.usage_raised,
             usage_raised_tokens=self.usage_raised_tokens,
+            n_split=self.n_split,
+            n_split_requests=self.n_split_requests,
             in_flight=self.in_flight,
+            read_timeout_s=read_timeout_s,
             latency_p50_s=_percentile(ordered, 0.50),
             latency_p95_s=_percentile(ordered, 0.95),
             latency_p99_s=_percentile(ordered, 0.99),

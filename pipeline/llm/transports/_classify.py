@@ -1,7 +1,9 @@
 """Turn an HTTP error answer into the right member of the error tree (DESIGN.md section 3).
 
 Retry: 408, 409, 429 rate limits, 5xx, 529. Fail fast: 400, 401, 403, 404, 422 and quota or
-spend-limit errors (recognised by code or message on any 4xx status, 429 included).
+spend-limit errors (recognised by code or message on any 4xx status, 429 included). A 400 or 422
+naming ``n`` (its ``param``, or ``'n'``/``n_cmpl`` in its message) is ``ChoicesRefused``: the
+gateway then asks for one choice per request.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ _QUOTA_TEXT = re.compile(
     r"reached your specified (?:workspace )?API usage limit",
     re.IGNORECASE,
 )
+# llama.cpp: "Field 'n': Value must be between 1 <= value <= 8, but got 12" (a quoted n), older
+# "n_cmpl cannot be greater than the number of slots"; OpenAI: "Invalid 'n': ..."; vLLM/pydantic:
+# "('body', 'n')". A bare word n ("the prompt has n tokens") is not enough.
+_N_TEXT = re.compile(r"""\bn_cmpl\b|(?<![\w'"`])['"`]n['"`]""")
+_N_PARAMS = frozenset({"n", "n_cmpl"})
 _BY_STATUS: dict[int, type[e.LLMError]] = {
     400: e.BadRequest,
     401: e.AuthenticationFailed,
@@ -49,8 +56,11 @@ def error_for(
     status: int, body: bytes, headers: Mapping[str, str], *, endpoint: str, now: float
 ) -> e.LLMError:
     """The error for a non-2xx answer. ``now`` (epoch seconds) reads HTTP-date ``retry-after``."""
-    code, message = error_fields(body)
+    err = _error_object(body)
+    code, message = _code(err), _message(err)
     kind = _kind(status, code, message)
+    if kind is e.BadRequest and _names_n(err, message):
+        kind = e.ChoicesRefused
     return kind(
         message or f"unexpected HTTP status {status}",
         endpoint=endpoint,
@@ -68,20 +78,43 @@ def _kind(status: int, code: str | None, message: str) -> type[e.LLMError]:
     return e.ServerError if status >= 500 else e.BadRequest
 
 
+def _names_n(err: dict[str, Any] | str, message: str) -> bool:
+    """Whether an error names the request's ``n`` (its ``param``, else its message)."""
+    if isinstance(err, dict) and err.get("param") in _N_PARAMS:
+        return True
+    return bool(_N_TEXT.search(message))
+
+
 def error_fields(body: bytes) -> tuple[str | None, str]:
     """(code, message) from OpenAI, Anthropic and vLLM error bodies; tolerant of anything."""
+    err = _error_object(body)
+    return _code(err), _message(err)
+
+
+def _error_object(body: bytes) -> dict[str, Any] | str:
+    """The error object of a JSON body (its ``error`` when nested), else the body's text."""
     try:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None, body[:200].decode("utf-8", "replace").strip()
+        return body[:200].decode("utf-8", "replace").strip()
     if not isinstance(data, dict):
-        return None, ""
+        return {}
     nested = data.get("error")
-    err: dict[str, Any] = nested if isinstance(nested, dict) else data
+    return nested if isinstance(nested, dict) else data
+
+
+def _code(err: dict[str, Any] | str) -> str | None:
+    if isinstance(err, str):
+        return None
     code = err.get("code") if isinstance(err.get("code"), str) else None
-    code = code or (err.get("type") if isinstance(err.get("type"), str) else None)
+    return code or (err.get("type") if isinstance(err.get("type"), str) else None)
+
+
+def _message(err: dict[str, Any] | str) -> str:
+    if isinstance(err, str):
+        return err
     message = err.get("message")
-    return code, message if isinstance(message, str) else ""
+    return message if isinstance(message, str) else ""
 
 
 def retry_after_s(headers: Mapping[str, str], now: float) -> float | None:

@@ -1,7 +1,9 @@
 """HTTP transports on aiohttp: the only module of gpo that imports aiohttp's client.
 
-One ``ClientSession`` per endpoint, explicit timeouts, a connector sized to the endpoint's
-concurrency limit, orjson bodies. Every aiohttp/asyncio failure is translated into the error tree.
+One ``ClientSession`` per endpoint, a connector sized to the endpoint's concurrency limit,
+orjson bodies, and a timeout read for each request (the gateway's, which follows the endpoint's
+latency: :mod:`pipeline.llm._retry`). Every aiohttp/asyncio failure is translated into the
+error tree.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ class HttpTransport:
         session: aiohttp.ClientSession,
         *,
         wall_clock: Callable[[], float] = time.time,
+        read_timeout: Callable[[], float] | None = None,
     ) -> None:
         self._config = config
         self._wire = wire
         self._session = session
         self._wall_clock = wall_clock
+        self._read_timeout = read_timeout or (lambda: config.timeout_floor_s)
         self._headers = {
             "Content-Type": "application/json",
             **wire.auth_headers(config.api_key.reveal()),
@@ -95,16 +99,22 @@ class HttpTransport:
         self, method: str, path: str, payload: bytes | None
     ) -> tuple[bytes, Mapping[str, str]]:
         name = self._config.name
+        seconds = self._read_timeout()
+        timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=self._config.connect_timeout_s)
         try:
             async with self._session.request(
-                method, self._config.url + path, data=payload, headers=self._headers
+                method,
+                self._config.url + path,
+                data=payload,
+                headers=self._headers,
+                timeout=timeout,
             ) as resp:
                 body = await resp.read()
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 status = resp.status
         except TimeoutError:
             raise RequestTimeout(
-                f"no answer within {self._config.timeout_s}s", endpoint=name, maybe_billed=True
+                f"no answer within {seconds:g}s", endpoint=name, maybe_billed=True
             ) from None
         except aiohttp.ClientConnectorError as exc:
             raise ConnectionFailed(f"cannot connect: {exc}", endpoint=name) from None
@@ -124,9 +134,13 @@ def _scrub(body: bytes, secret: str) -> bytes:
 
 
 async def open_http_transport(
-    config: EndpointConfig, *, wall_clock: Callable[[], float] = time.time
+    config: EndpointConfig,
+    *,
+    wall_clock: Callable[[], float] = time.time,
+    read_timeout: Callable[[], float] | None = None,
 ) -> HttpTransport:
     """Create the endpoint's session (inside the running event loop) and its transport.
+    ``read_timeout()`` is each request's timeout in seconds (default: the configured floor).
     ``ConfigError`` for a key no HTTP header can carry (surrounding whitespace, a control
     character), naming the endpoint, never the key."""
     key = config.api_key.reveal()
@@ -135,10 +149,10 @@ async def open_http_transport(
             f"endpoint {config.name!r}: the API key has a trailing newline/whitespace or a "
             "control character; remove it"
         )
-    timeout = aiohttp.ClientTimeout(total=config.timeout_s, sock_connect=config.connect_timeout_s)
     connector = aiohttp.TCPConnector(limit=config.max_in_flight, limit_per_host=0)
-    session = aiohttp.ClientSession(timeout=timeout, connector=connector, raise_for_status=False)
-    return HttpTransport(config, _wire_for(config, wall_clock), session, wall_clock=wall_clock)
+    session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+    wire = _wire_for(config, wall_clock)
+    return HttpTransport(config, wire, session, wall_clock=wall_clock, read_timeout=read_timeout)
 
 
 def _wire_for(config: EndpointConfig, wall_clock: Callable[[], float]) -> Wire:
