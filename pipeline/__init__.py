@@ -63,6 +63,8 @@ from pipeline.llm.transports import FakeTransport, Transport
 from pipeline.runner import (
     BudgetUpdate,
     CandidateScored,
+    ComparePlan,
+    Comparison,
     Job,
     JobFinished,
     JobResult,
@@ -73,6 +75,7 @@ from pipeline.runner import (
     RunResult,
     RunTotals,
     StepFinished,
+    compare,
     open_optimizer,
     optimize,
 )
@@ -102,6 +105,8 @@ __all__ = [
     "ChatRequest",
     "Choice",
     "Clock",
+    "ComparePlan",
+    "Comparison",
     "Completion",
     "ConfigError",
     "Conflict",
@@ -154,6 +159,7 @@ __all__ = [
     "TransportReply",
     "Usage",
     "auto_metric",
+    "compare",
     "custom_metric",
     "examples_from",
     "load_examples",

@@ -6,9 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline.cli._compare import parse_presets
 from pipeline.cli._run import open_session, run_session
 from pipeline.config._load import build_jobs, json_schema, load_config
+from pipeline.errors import ConfigError
 from pipeline.report._page import write_report
+from pipeline.runner._compare import ComparePlan, expand_jobs
 from pipeline.runner._estimate import estimate, render
 
 _RUN_EXAMPLES = """examples:
@@ -22,6 +25,19 @@ interrupted ones from the response cache, and no paid call is made twice.
 exit codes: 0 finished, 1 a job failed or another error, 2 bad input (nothing spent),
 3 stopped by a budget cap (best-so-far saved), 4 storage fault (fix it, then run again to
 resume), 130 interrupted (resumable)
+"""
+
+_COMPARE_EXAMPLES = """examples:
+  gpo compare examples/bbh.toml --presets gpo,ape,opro,baseline --seeds 3
+  gpo estimate examples/bbh.toml --presets gpo,baseline --seeds 3   what it will cost
+
+Runs every job of the config under each preset and seed as one run (one cache, one budget:
+calls made alike are paid once), then compares each preset with the first: mean test accuracy,
+best dev accuracy, the dev-test gap, cost, and per (job, seed) pair the mean test difference
+with its standard error, wins/ties/losses and an exact sign test; it says when a difference is
+within noise. Writes RUN_DIR/compare.json and a section of report.html; the run directory
+defaults to the config's run directory with -compare appended. Running it again resumes it
+(with the same --presets and --seeds). Exit codes as gpo run.
 """
 
 
@@ -48,6 +64,29 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="cap the run's total spend in USD (overrides [run].budget_usd)",
     )
     run.set_defaults(handler=_run)
+    compare = sub.add_parser(
+        "compare",
+        help="is optimizing worth it? the config's jobs under several presets and seeds",
+        description="Run the config's jobs under each preset and seed, and compare the "
+        "presets with the first one.",
+        epilog=_COMPARE_EXAMPLES,
+        formatter_class=fmt,
+    )
+    compare.add_argument("config", type=Path, help="the TOML configuration")
+    _compare_options(compare, required=True)
+    compare.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="run directory (default: the config's run directory, with -compare appended)",
+    )
+    compare.add_argument(
+        "--budget-usd",
+        type=float,
+        default=None,
+        help="cap the whole comparison's spend in USD (overrides [run].budget_usd)",
+    )
+    compare.set_defaults(handler=_compare)
     est = sub.add_parser(
         "estimate",
         help="calls, tokens and dollars a run will use",
@@ -57,6 +96,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         formatter_class=fmt,
     )
     est.add_argument("config", type=Path, help="the TOML configuration")
+    _compare_options(est, required=False)
     est.set_defaults(handler=_estimate)
     rep = sub.add_parser(
         "report",
@@ -86,6 +126,38 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     schema.set_defaults(handler=_config_schema)
 
 
+def _compare_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    what = "" if required else " (to estimate gpo compare)"
+    parser.add_argument(
+        "--presets",
+        type=parse_presets,
+        required=required,
+        default=None,
+        metavar="P1,P2,...",
+        help="presets to compare, the first the reference (gpo, opro, ape, apo, pe2, "
+        f"baseline){what}",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="seeds per job and preset: [run].seed, +1, ... (default 1)",
+    )
+
+
+async def _compare(args: argparse.Namespace) -> int:
+    session = open_session(
+        args.config,
+        run_dir=args.run_dir,
+        budget_usd=args.budget_usd,
+        json=args.json,
+        presets=args.presets,
+        seeds=args.seeds,
+    )
+    return await run_session(session)
+
+
 async def _run(args: argparse.Namespace) -> int:
     session = open_session(
         args.config, run_dir=args.run_dir, budget_usd=args.budget_usd, json=args.json
@@ -95,10 +167,20 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _estimate(args: argparse.Namespace) -> int:
     config = load_config(args.config, require_keys=False)  # estimating needs no key
-    result = estimate(
-        build_jobs(config), config.settings, config.endpoints, simulated=config.simulated
-    )
+    jobs = build_jobs(config)
+    if args.presets is None and args.seeds != 1:
+        raise ConfigError("--seeds: only with --presets (the estimate of a comparison)")
+    if args.presets is not None:
+        plan = ComparePlan(args.presets, args.seeds, config.seed)
+        jobs = expand_jobs(jobs, plan, config.settings)
+    result = estimate(jobs, config.settings, config.endpoints, simulated=config.simulated)
     print(render(result))
+    if args.presets is not None:
+        print(
+            f"\ncomparison: {len(config.jobs)} jobs x {len(args.presets)} presets x "
+            f"{args.seeds} seeds = {len(jobs)} jobs; the initial prompt's scoring, alike for "
+            "the presets of a job and seed, is counted once, as it is paid."
+        )
     return 0
 
 

@@ -23,6 +23,8 @@ _EPILOG = """examples:
   gpo demo                            offline demo on the built-in simulator
   gpo estimate examples/bbh.toml      what a run will cost, before spending anything
   gpo run examples/bbh.toml           run it (again: resume it)
+  gpo compare examples/bbh.toml --presets gpo,baseline --seeds 3
+                                      is optimizing worth it? presets side by side
   gpo report runs/bbh                 rewrite a run's report.html
   gpo sim --port 8000 --rpm 600       serve the simulator for other tools
 

@@ -23,6 +23,16 @@ import structlog
 
 from pipeline._log import get_logger
 from pipeline.cli import _logs as logs
+from pipeline.cli._compare import (
+    COMPARE_FILE,
+    Comparing,
+    check_plan,
+    expand_config,
+    previous_job_requests,
+    print_comparison,
+    refuse_comparison,
+    write_plan,
+)
 from pipeline.cli._display import choose_mode, show_progress
 from pipeline.cli._exit import (
     EXIT_BUDGET,
@@ -47,6 +57,7 @@ from pipeline.llm._ledger import open_sqlite_ledger
 from pipeline.report._page import write_report
 from pipeline.rundir._journal import Journal, open_journal, read_journal
 from pipeline.rundir._layout import RunDir, RunLock, prepare
+from pipeline.runner._compare import ComparePlan, comparison_document, expand_jobs
 from pipeline.runner._jobs import Job, JobResult, RunResult, RunTotals
 from pipeline.runner._results import RunMeta, results_document, run_totals, write_json
 from pipeline.runner._run import OptimizerRun
@@ -74,12 +85,21 @@ class Session:
     interrupted: bool = False
     previous: RunTotals = field(default_factory=RunTotals)
     """What earlier sessions of a resumed run used (their spend is in the preloaded budget)."""
+    compare: Comparing | None = None
+    """Set for ``gpo compare``: the plan, the configured jobs' names, requests per job."""
 
 
 def open_session(
-    config_path: Path, *, run_dir: Path | None, budget_usd: float | None, json: bool
+    config_path: Path,
+    *,
+    run_dir: Path | None,
+    budget_usd: float | None,
+    json: bool,
+    presets: tuple[str, ...] | None = None,
+    seeds: int = 1,
 ) -> Session:
-    """Everything that can be checked before the event loop does anything: ConfigError if not."""
+    """Everything that can be checked before the event loop does anything: ConfigError if not.
+    With ``presets``, the session is a comparison of them over ``seeds`` seeds."""
     config = load_config(config_path)
     if budget_usd is not None:
         if budget_usd < 0:
@@ -90,13 +110,30 @@ def open_session(
     jobs = build_jobs(config)
     unpriced_endpoints(config)  # a USD cap with an unknown price: refused before anything
     target = run_dir or config.run_dir or Path("runs") / config.path.stem
+    compare = None
+    if presets is not None:
+        plan = ComparePlan(presets, seeds, config.seed)
+        compare = Comparing(plan, tuple(j.name for j in jobs))
+        jobs = expand_jobs(jobs, plan, config.settings)
+        config = expand_config(config, plan)
+        target = run_dir or target.with_name(target.name + "-compare")
     lock = RunLock.acquire(target)  # before anything is written there
     try:
-        rundir = prepare(target, config)
+        rundir = _prepare(target, config, compare)
     except BaseException:
         lock.release()
         raise
-    return Session(config=config, rundir=rundir, jobs=jobs, lock=lock, json=json)
+    return Session(config=config, rundir=rundir, jobs=jobs, lock=lock, json=json, compare=compare)
+
+
+def _prepare(target: Path, config: RunConfig, compare: Comparing | None) -> RunDir:
+    if compare is None:
+        refuse_comparison(target)
+        return prepare(target, config)
+    check_plan(target, compare.plan)
+    rundir = prepare(target, config)
+    write_plan(rundir.path, compare.plan, rundir.run_id)
+    return rundir
 
 
 async def run_session(session: Session) -> int:
@@ -135,6 +172,10 @@ async def _run(session: Session) -> int:
             open_sqlite_cache(rundir.cache) as cache,
         ):
             budget = Budget(run_caps=config.budget, ledger=ledger)
+            if session.compare is not None:
+                session.compare.earlier = previous_job_requests(other)
+                session.compare.counter.inner = ledger
+                budget.ledger = session.compare.counter
             budget.preload(ledger.spent)
             async with open_gateway(config.endpoints, budget=budget, cache=cache) as gw:
                 await _preflight(gw, config)
@@ -202,7 +243,7 @@ async def _optimize(
             with anyio.CancelScope(shield=True):
                 await gateway.save_unsaved()
         status = _status(session, result)
-        journal.append(stats_event(gateway))
+        journal.append(stats_event(gateway, session.compare))
         journal.append({"event": "run_ended", "status": status})
     if journal.fault is not None:
         raise journal.fault
@@ -212,7 +253,7 @@ async def _optimize(
         result = RunResult(jobs=run.job_results(), totals=run_totals(gateway, wall_s=wall_s))
     result = dataclasses.replace(result, totals=session.previous + result.totals)
     _write_outputs(session, gateway, result, status)
-    _print_summary(session, result)
+    _print_summary(session, gateway, result)
     return _exit_code(status, result.jobs)
 
 
@@ -225,7 +266,7 @@ async def _supervise(
     run_scope = anyio.CancelScope()
     async with anyio.create_task_group() as helpers:
         helpers.start_soon(_watch_signals, session, gateway, run_scope)
-        helpers.start_soon(_sample_stats, gateway, journal, run)
+        helpers.start_soon(_sample_stats, session, gateway, journal, run)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_show, session, run, gateway)
             with run_scope:
@@ -273,13 +314,15 @@ async def _cancel_on_signal(signals: AsyncIterator[int], scope: anyio.CancelScop
     scope.cancel()
 
 
-async def _sample_stats(gateway: Gateway, journal: Journal, run: OptimizerRun) -> None:
+async def _sample_stats(
+    session: Session, gateway: Gateway, journal: Journal, run: OptimizerRun
+) -> None:
     while True:
         await anyio.sleep(STATS_INTERVAL_S)
-        journal.append({**stats_event(gateway), "queues": run.queue_depths()})
+        journal.append({**stats_event(gateway, session.compare), "queues": run.queue_depths()})
 
 
-def stats_event(gateway: Gateway) -> dict[str, Any]:
+def stats_event(gateway: Gateway, compare: Comparing | None = None) -> dict[str, Any]:
     endpoints = {
         name: {
             "requests": s.requests,
@@ -292,7 +335,14 @@ def stats_event(gateway: Gateway) -> dict[str, Any]:
         }
         for name, s in gateway.statistics().items()
     }
-    return {"event": "stats", "spent_usd": gateway.budget.state().spent_usd, "endpoints": endpoints}
+    event = {
+        "event": "stats",
+        "spent_usd": gateway.budget.state().spent_usd,
+        "endpoints": endpoints,
+    }
+    if compare is not None:  # this session's requests per job (earlier sessions have theirs)
+        event["job_requests"] = dict(compare.counter.requests)
+    return event
 
 
 def previous_totals(events: list[dict[str, Any]]) -> RunTotals:
@@ -356,11 +406,19 @@ def _write_outputs(session: Session, gateway: Gateway, result: RunResult, status
         prices=gateway.prices(),
     )
     write_json(session.rundir.results, document)
+    if session.compare is not None:
+        comparison = session.compare.result(gateway.budget, session.jobs, result)
+        document = comparison_document(comparison, run_id=session.rundir.run_id, status=status)
+        write_json(session.rundir.path / COMPARE_FILE, document)
     write_report(session.rundir.path)
 
 
-def _print_summary(session: Session, result: RunResult) -> None:
+def _print_summary(session: Session, gateway: Gateway, result: RunResult) -> None:
     print_summary(result, session.out)
+    if session.compare is not None:
+        print(file=session.out)
+        print_comparison(session.compare.result(gateway.budget, session.jobs, result), session.out)
+        print(f"\ncompare: {session.rundir.path / COMPARE_FILE}", file=session.out)
     print(
         f"\nresults: {session.rundir.results}\nreport:  {session.rundir.report}", file=session.out
     )

@@ -1,8 +1,9 @@
 """``report.html``: one self-contained page to read a finished (or stopped) run in the morning.
 
 The page opens with the five-second view (run status, cost against the cap, and every job ranked by
-how much it improved), then one collapsible section per job (score curve, word-level diff of the
-best prompt, trajectory, edit distance against the word budget) and the run's endpoints over time.
+how much it improved; for ``gpo compare`` first the presets compared, from ``compare.json``), then
+one collapsible section per job (score curve, word-level diff of the best prompt, trajectory, edit
+distance against the word budget) and the run's endpoints over time.
 Inline CSS and inline SVG only: no network, no fonts, no scripts beyond opening sections to print.
 All text from the run (prompts, names, errors) is escaped.
 """
@@ -23,6 +24,7 @@ import orjson
 from pipeline.errors import ConfigError
 from pipeline.report import _sections as sec
 from pipeline.report import _svg as svg
+from pipeline.report._compare import comparison_section, load_comparison
 from pipeline.report._sections import DETAILED_JOBS, Job
 from pipeline.report._svg import num, rows, text
 
@@ -36,9 +38,12 @@ def render_report(run_dir: Path) -> str:
     results = _load_results(Path(run_dir) / "results.json")
     samples = stats_samples(Path(run_dir) / "journal.jsonl")
     ranked = sorted(rows(results, "jobs"), key=sec.rank_key)
-    title = f"gpo run {text(results, 'run_id', Path(run_dir).name)}"
+    comparison = load_comparison(Path(run_dir))
+    kind = "run" if comparison is None else "compare"
+    title = f"gpo {kind} {text(results, 'run_id', Path(run_dir).name)}"
     body = (
         _overview(results, ranked, title),
+        "" if comparison is None else comparison_section(comparison),
         _summary(ranked),
         sec.job_sections(ranked),
         sec.run_section(results, samples),

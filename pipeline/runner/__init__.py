@@ -7,6 +7,7 @@ wired by bounded streams, resume from a journal), its per-job bookkeeping (``_st
 (``_estimate``).
 """
 
+from pipeline.runner._compare import ComparePlan, Comparison, compare
 from pipeline.runner._estimate import Estimate, estimate, render
 from pipeline.runner._jobs import (
     BudgetUpdate,
@@ -26,6 +27,8 @@ from pipeline.runner._run import OptimizerRun, open_optimizer, optimize
 __all__ = [
     "BudgetUpdate",
     "CandidateScored",
+    "ComparePlan",
+    "Comparison",
     "Estimate",
     "Job",
     "JobFinished",
@@ -37,6 +40,7 @@ __all__ = [
     "RunResult",
     "RunTotals",
     "StepFinished",
+    "compare",
     "estimate",
     "open_optimizer",
     "optimize",

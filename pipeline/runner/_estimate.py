@@ -151,6 +151,7 @@ def estimate(
     is expected to write before its final answer."""
     configs = {e.name: e for e in endpoints}
     result = Estimate(reasoning_tokens=reasoning_tokens)
+    scored: set[tuple[object, ...]] = set()  # initial prompts already scored (sent once)
     for index, job in enumerate(jobs):
         ctx = build_context(job, index, settings)
         result.jobs += 1
@@ -160,7 +161,7 @@ def estimate(
         if ctx.task_endpoint in simulated:
             reasoning = SIM_REASONING_TOKENS
             result.simulated |= {ctx.task_endpoint}
-        _task_calls(ctx, plan, reasoning, result.endpoints[ctx.task_endpoint])
+        _task_calls(ctx, plan, reasoning, result.endpoints[ctx.task_endpoint], scored)
         split_n = _splits_n(configs.get(ctx.optimizer_endpoint))
         usage = result.endpoints[ctx.optimizer_endpoint]
         _optimizer_calls(ctx, plan, reasoning, split_n, usage)
@@ -242,9 +243,19 @@ def _bound(ctx: JobContext) -> int:
 
 
 def _task_calls(
-    ctx: JobContext, plan: list[_Step], reasoning: int, usage: EndpointEstimate
+    ctx: JobContext,
+    plan: list[_Step],
+    reasoning: int,
+    usage: EndpointEstimate,
+    scored: set[tuple[object, ...]],
 ) -> None:
+    """The task model's calls; the initial prompt's scoring only once for jobs that send it
+    alike (the presets of one job and seed in ``gpo compare``): the run pays it once."""
     dev, test = ctx.splits.dev, ctx.splits.test
+    key: tuple[object, ...] = (ctx.task_endpoint, ctx.initial_prompt, ctx.placement, ctx.seed)
+    key += (ctx.strategy.scorer_temperature, ctx.scorer_max_tokens, dev, test)
+    first = key not in scored
+    scored.add(key)
     initial = count_tokens(ctx.initial_prompt)
     answers = {
         split: _mean([min(ctx.scorer_max_tokens, reasoning + count_tokens(e.target)) for e in xs])
@@ -262,10 +273,12 @@ def _task_calls(
             Calls(count, bound + prompt_bound, top),
         )
 
-    add("dev", len(dev), None)
+    if first:
+        add("dev", len(dev), None)
     for step in plan:
         add("dev", len(dev) * ctx.strategy.candidates, step.words)
-    add("test", len(test), None)
+    if first:
+        add("test", len(test), None)
     if plan:
         add("test", len(test), plan[-1].words)
 

@@ -31,7 +31,8 @@ class Job:
     :func:`~pipeline.tasks._data.split_examples`).
     ``metric`` is a metric name, a :class:`~pipeline.Metric`, or None to pick one from
     the targets. Endpoints name entries of the gateway; the optimizer endpoint defaults to the
-    task endpoint; without an embedding endpoint, relevance retrieval is lexical.
+    task endpoint; without an embedding endpoint, relevance retrieval is lexical. ``seed``
+    (None: the run's) draws the splits and seeds the job's sampling.
     """
 
     name: str
@@ -47,6 +48,7 @@ class Job:
     small_splits: bool = False
     strategy: Strategy | None = None
     budget: Caps | None = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -107,10 +109,11 @@ def _check_splits(job: Job, exemplars: int) -> None:
 def build_context(job: Job, index: int, settings: OptimizerSettings) -> JobContext:
     """Validate a job and freeze what its stages need; raises ConfigError for bad data."""
     plan = job.strategy or settings.strategy
+    seed = settings.seed if job.seed is None else job.seed
     _check_splits(job, plan.exemplars)
     splits: Splits = split_examples(
         job.examples,
-        seed=settings.seed,
+        seed=seed,
         dev_size=job.dev_size,
         test_size=job.test_size,
         exemplars=plan.exemplars,
@@ -137,7 +140,7 @@ def build_context(job: Job, index: int, settings: OptimizerSettings) -> JobConte
         optimizer_endpoint=job.optimizer_endpoint or job.task_endpoint,
         embedding_endpoint=job.embedding_endpoint,
         total_steps=steps if plan.optimize else 0,
-        seed=settings.seed,
+        seed=seed,
         scorer_max_tokens=settings.scorer_max_tokens,
         optimizer_max_tokens=settings.optimizer_max_tokens,
     )
