@@ -8,8 +8,10 @@ prints one JSON object, so that peak memory belongs to that benchmark alone.
      collector setting in turn, the order rotated every round; medians and ranges per cell.
   B4 critical path: simulator latency 500 ms (constant), no limits: wall time of one GPO step
      over the ideal (one optimizer call + one task call).
-  B5 quality: every preset on the synthetic tasks and the BBH files, several seeds: mean test
-     accuracy and mean dollars spent per preset.
+  B5 quality: every preset (``--ablations``: and gpo with reflection, gpo with recency retrieval)
+     on the synthetic tasks and the BBH files, several seeds: mean test accuracy, its difference
+     to gpo paired over (task, seed) with the standard error of that difference, the best
+     prompt's gain over the initial one on test (mean and standard error), mean dollars per job.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import gc
 import itertools
 import logging
+import math
 import resource
 import statistics
 import subprocess
@@ -206,14 +209,30 @@ async def b4() -> dict[str, Any]:
     return {"ideal_s": 1.0, "step_s": mean(per_step), "steps_timed": len(per_step)}
 
 
-async def b5(seeds: int, dev: int, test: int, tasks_limit: int | None) -> dict[str, Any]:
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "gpo+reflection": {"reflection": True},
+    "gpo@recency": {"trajectory": "recency", "history_order": "chronological"},
+}
+
+
+def _strategies(ablations: bool) -> dict[str, Any]:
+    plans: dict[str, Any] = dict(PRESETS)
+    if ablations:
+        plans.update({name: strategy("gpo", **knobs) for name, knobs in ABLATIONS.items()})
+    return plans
+
+
+async def b5(
+    seeds: int, dev: int, test: int, tasks_limit: int | None, ablations: bool = False
+) -> dict[str, Any]:
     tasks = _builtin() + [(f"bbh_{p.stem}", load_examples(p)) for p in sorted(BBH.glob("*.json"))]
     tasks = tasks[:tasks_limit] if tasks_limit else tasks
     task_files = [str(p) for p in sorted(BBH.glob("*.json"))]
-    rows: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    plans = _strategies(ablations)
+    rows: dict[str, dict[tuple[str, int], tuple[float, float, float]]] = defaultdict(dict)
     for seed in range(seeds):
         async with simulator("--seed", str(seed), "--tasks", *task_files) as url:
-            for preset in PRESETS:
+            for name, plan in plans.items():
                 jobs = [
                     Job(
                         name=n,
@@ -222,7 +241,7 @@ async def b5(seeds: int, dev: int, test: int, tasks_limit: int | None) -> dict[s
                         embedding_endpoint="sim",
                         dev_size=dev,
                         test_size=test,
-                        strategy=PRESETS[preset],
+                        strategy=plan,
                     )
                     for n, ex in tasks
                 ]
@@ -230,14 +249,36 @@ async def b5(seeds: int, dev: int, test: int, tasks_limit: int | None) -> dict[s
                     result = await optimize(
                         gateway, jobs, OptimizerSettings(seed=seed, call_workers=128)
                     )
-                rows[preset].extend((j.best_test_score or 0.0, j.cost_usd) for j in result.jobs)
+                for j in result.jobs:
+                    best, initial = j.best_test_score or 0.0, j.initial_test_score or 0.0
+                    rows[name][(j.name, seed)] = (best, best - initial, j.cost_usd)
+    return {name: _quality(r, rows["gpo"]) for name, r in rows.items()}
+
+
+def paired(values: Sequence[float]) -> tuple[float, float]:
+    """The mean of ``values`` and its standard error (0 for fewer than two values)."""
+    if len(values) < 2:
+        return mean(values), 0.0
+    return mean(values), statistics.stdev(values) / math.sqrt(len(values))
+
+
+def _quality(
+    rows: dict[tuple[str, int], tuple[float, float, float]],
+    reference: dict[tuple[str, int], tuple[float, float, float]],
+) -> dict[str, Any]:
+    """Mean test accuracy, the paired difference to ``reference`` (same task and seed) with
+    its standard error, the gain of the best prompt over the initial one on test, and cost."""
+    keys = sorted(rows.keys() & reference.keys())
+    diff, diff_se = paired([rows[k][0] - reference[k][0] for k in keys])
+    gain, gain_se = paired([r[1] for r in rows.values()])
     return {
-        p: {
-            "test_accuracy": mean(a for a, _ in r),
-            "cost_usd": mean(c for _, c in r),
-            "jobs": len(r),
-        }
-        for p, r in rows.items()
+        "test_accuracy": mean(r[0] for r in rows.values()),
+        "vs_gpo": diff,
+        "vs_gpo_se": diff_se,
+        "gain": gain,
+        "gain_se": gain_se,
+        "cost_usd": mean(r[2] for r in rows.values()),
+        "jobs": len(rows),
     }
 
 
@@ -253,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dev", type=int, default=24)
     parser.add_argument("--test", type=int, default=72)
     parser.add_argument("--tasks", type=int, default=None, help="use only the first N tasks")
+    parser.add_argument("--ablations", action="store_true", help="b5: gpo's ablations too")
     args = parser.parse_args(argv)
     logs.configure(level=logging.ERROR)
     if args.name == "sweep":
@@ -266,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.name == "b4":
         out = anyio.run(b4)
     else:
-        out = anyio.run(b5, args.seeds, args.dev, args.test, args.tasks)
+        out = anyio.run(b5, args.seeds, args.dev, args.test, args.tasks, args.ablations)
     sys.stdout.write(orjson.dumps(out).decode() + "\n")
     return 0
 

@@ -261,6 +261,8 @@ async def b4() -> Row:
 
 async def b5(args: argparse.Namespace) -> dict[str, Any]:
     extra = ["--seeds", str(args.seeds), "--dev", str(args.dev), "--test", str(args.test)]
+    if args.ablations:
+        extra.append("--ablations")
     return await optimizer_bench("b5", *extra)
 
 
@@ -269,9 +271,17 @@ def print_quality(table: dict[str, Any], args: argparse.Namespace) -> None:
         f"\nB5 quality on the simulator: {args.seeds} seeds x "
         f"{table['gpo']['jobs'] // args.seeds} tasks, dev {args.dev}, test {args.test}"
     )
-    print(f"{'preset':<10} {'mean test accuracy':>19} {'mean $ per job':>15}")
+    print(
+        f"{'preset':<15} {'mean test accuracy':>19} {'vs gpo (paired SE)':>19} "
+        f"{'gain on test (SE)':>18} {'mean $ per job':>15}"
+    )
     for preset, row in sorted(table.items(), key=lambda kv: -kv[1]["test_accuracy"]):
-        print(f"{preset:<10} {row['test_accuracy']:>18.1f}% {row['cost_usd']:>15.4f}")
+        versus = f"{row['vs_gpo']:+.1f} ({row['vs_gpo_se']:.1f})"
+        gain = f"{row['gain']:+.1f} ({row['gain_se']:.1f})"
+        print(
+            f"{preset:<15} {row['test_accuracy']:>18.1f}% {versus:>19} {gain:>18} "
+            f"{row['cost_usd']:>15.4f}"
+        )
 
 
 def print_table(rows: list[Row]) -> None:
@@ -329,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="B5 seeds")
     parser.add_argument("--dev", type=int, default=24, help="B5 dev split (paper: 48)")
     parser.add_argument("--test", type=int, default=72, help="B5 test split (paper: 144)")
+    parser.add_argument("--ablations", action="store_true", help="B5: gpo's ablations too")
     args = parser.parse_args(argv)
     logs.configure(level=logging.WARNING)
     rows, quality = anyio.run(main_async, args)
