@@ -1,7 +1,9 @@
 """The task-model role: answer a known question right or plausibly wrong, in a model's words.
 
 Every reply is one short reasoning line and a final line ``So the answer is <answer>.``, so an
-extractor that takes the last number, option letter or Yes/No/True/False finds the answer.
+extractor that takes the last number, option letter or Yes/No/True/False finds the answer. The
+reasoning line of a wrong answer often shows its cause (a *symptom*, see
+:mod:`pipeline.sim.feedback`), which reflection can read.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
+from pipeline.sim.feedback import symptom_line
 from pipeline.sim.landscape import Landscape
 from pipeline.sim.tasks import AnswerKind, Example, Task
 from pipeline.sim.textnorm import normalize, unit
@@ -133,12 +136,16 @@ class TaskModel:
         """The reply to example ``index`` asked with ``prompt`` (request text minus question)."""
         name, seed, prompt = self.task.name, self.landscape.seed, normalize(prompt)
         if temperature > 0:
-            draw, u, v = rng.random(), rng.random(), rng.random()
+            draw, u, v, w = rng.random(), rng.random(), rng.random(), rng.random()
         else:
-            draw = unit(seed, name, "draw", prompt, index)
+            draw = self.landscape.draw(prompt, index)
             u = unit(seed, name, "wrong", prompt, index)
             v = unit(seed, name, "style", prompt, index)
+            w = unit(seed, name, "symptom", prompt, index)
         correct = self.landscape.is_correct(prompt, index, draw=draw)
         final = self.task.examples[index].target if correct else self.wrong_answer(index, u)
         lines = _REASONING[self.task.kind]
-        return f"{lines[int(v * len(lines))]}\nSo the answer is {final}."
+        line = lines[int(v * len(lines))]
+        if not correct:
+            line = symptom_line(self.landscape.symptom(prompt, w) or "") or line
+        return f"{line}\nSo the answer is {final}."

@@ -1,4 +1,5 @@
-"""Read a meta-prompt the way an LLM would: scored prompts, current prompt, word limit, tags.
+"""Read a meta-prompt the way an LLM would: scored prompts, the current prompt and its score, the
+word limit, the output tags, the exemplars and the feedback on errors (reasons it recognises).
 
 Parsing is lenient: several common layouts of prompts with scores are understood (``text: ...``
 / ``score: 73``, ``Prompt: ... Score: 73``, ``<prompt>...</prompt> score 0.73``, ``"..." (score:
@@ -10,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Literal
+
+from pipeline.sim.feedback import diagnose, read_feedback
 
 Mode = Literal["new", "modify"]
 
@@ -101,6 +104,10 @@ _REFLECT = re.compile(
     r"errors?|mistakes?|incorrect|fail\w*)\b|\b(?:wrong|errors?|mistakes?|incorrect)\b.{0,200}"
     r"\b(?:why|reasons?)\b"
 )
+_CURRENT_SCORE = re.compile(
+    r"(?i)\b(?:it|this prompt|the current prompt)\s+(?:scores|scored|gets|got|has a score of)"
+    r"\s*[:=]?\s*(?P<s>\d+(?:\.\d+)?)\s*(?P<pct>%|out of 100|/\s*100)?"
+)
 _IN_LABEL = re.compile(r"(?i)^\s*(?:input|q|question|problem)\s*(?:#?\d+)?\s*[:\uff1a]\s*(.*)$")
 _OUT_LABEL = re.compile(
     r"(?i)^\s*(?:output|a|answer|target|gold(?: answer)?|label|expected output|correct answer)"
@@ -134,6 +141,9 @@ class MetaPrompt:
     exemplars: tuple[Exemplar, ...] = ()
     count: int = 1
     reflection: bool = False
+    current_score: float | None = None
+    feedback: tuple[str, ...] = ()  # diagnoses named in a feedback section
+    symptoms: tuple[str, ...] = ()  # diagnoses seen in model outputs shown (for a critique)
 
 
 def meta_strength(text: str) -> int:
@@ -155,9 +165,11 @@ def parse_meta(text: str) -> MetaPrompt:
     scored = parse_scored(text)
     change, length = parse_limits(text)
     tags = parse_tags(text)
+    current = parse_current(text) or _best(scored)
     return MetaPrompt(
         scored=scored,
-        current=parse_current(text) or _best(scored),
+        current=current,
+        current_score=parse_current_score(text, current, scored),
         change_limit=change,
         length_limit=length,
         mode=parse_mode(text),
@@ -166,7 +178,19 @@ def parse_meta(text: str) -> MetaPrompt:
         exemplars=parse_exemplars(text),
         count=parse_count(text),
         reflection=_reflection_asked(text, text.lower()) and not _STRONG.search(_untagged(text)),
+        feedback=read_feedback(text),
+        symptoms=tuple(diagnose(text)),
     )
+
+
+def parse_current_score(text: str, current: str, scored: tuple[ScoredPrompt, ...]) -> float | None:
+    """The current prompt's score on 0-100 ("It scores 55 out of 100."), or its score in the
+    list of scored prompts, or None if the text does not give it."""
+    match = _CURRENT_SCORE.search(text)
+    if match:
+        value = float(match.group("s"))
+        return value * 100 if value <= 1.0 and not match.group("pct") else value
+    return next((s.score for s in scored if s.text == current), None)
 
 
 def _untagged(text: str) -> str:

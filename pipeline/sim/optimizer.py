@@ -1,11 +1,27 @@
 """The optimizer-model role: propose a prompt from a meta-prompt, or critique a prompt.
 
-A proposal is a sequence of sentence-level edits of a base prompt (the current one; for an
-unconstrained "write a new prompt", possibly another shown prompt or nothing): insert, delete or
-replace a sentence, or swap a word for a synonym. New sentences come from the shown prompts
-(higher-scored ones more often), from instructions inspired by the task exemplars and from a
-generic phrasebook. The edits' word cost is drawn within the stated change limit (about 10 % of
-the time past it); "write a new prompt" spends more of it than "modify the current prompt".
+Model, in plain words. A proposal is a sequence of sentence-level edits of a base prompt (the
+current one; for an unconstrained "write a new prompt", possibly another shown prompt or
+nothing): insert, delete or replace a sentence, or swap a word for a synonym. New sentences come
+from the shown prompts (higher-scored ones more often), from instructions inspired by the task
+exemplars and from a generic phrasebook. The edits' word cost is drawn within the stated change
+limit (about 10 % of the time past it); "write a new prompt" spends more of it than "modify the
+current prompt". Three things in the meta-prompt steer the edits, as they would a real model:
+
+- *Scores of similar prompts.* Two shown prompts (the current one counts, with the score the
+  meta-prompt gives it) whose words overlap by at least ``SIMILAR`` are variants of each other,
+  and their scores say which of their differences helped: the sentences only the better one has
+  are kept (rarely deleted or replaced, drawn more often), those only the worse one has are
+  blamed (deleted and replaced first, rarely drawn). When a variant of the current prompt scored
+  higher than it, the proposal starts from that variant about half the time (if its distance
+  fits the word limit): local refinement of the better of two. Without scores, or with only
+  dissimilar prompts shown, none of this happens; relevance retrieval shows the most similar
+  prompts, so it gives the most to compare.
+- *Feedback on errors.* Each reason in a feedback section that the role recognises
+  (:mod:`pipeline.sim.feedback`) becomes, in about ``FIX_RATE`` of the proposals, its fix: the
+  missing instruction is added (and kept) or the harmful kind of sentence is removed.
+- *The word limit*, as above.
+
 All randomness comes from the caller's ``rng``. The role never sees the hidden landscape.
 """
 
@@ -18,12 +34,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pipeline.sim.metaprompt import MetaPrompt, Mode
+from pipeline.sim.feedback import critique, fix_sentences, removal_cues
+from pipeline.sim.metaprompt import MetaPrompt, Mode, ScoredPrompt
 from pipeline.sim.phrasebook import GENERIC, SHORT, SYNONYMS, task_sentences
-from pipeline.sim.textnorm import edit_distance, split_sentences, top_content_words
+from pipeline.sim.tasks import AnswerKind, Example, detect_kind
+from pipeline.sim.textnorm import edit_distance, split_sentences
 
 EXCEED_RATE = 0.1
 FORGET_TAGS_RATE = 0.03
+FIX_RATE = 0.6
+REVERT_RATE = 0.5
+SIMILAR = 0.6
 PREAMBLES = (
     "",
     "",
@@ -42,6 +63,9 @@ class Pool:
     shown: tuple[tuple[str, float], ...]
     task: tuple[str, ...]
     generic: tuple[str, ...]
+    credit: tuple[tuple[str, int], ...] = ()  # +1: kept by a score comparison, -1: blamed
+    better: str | None = None  # a variant of the current prompt that scored higher
+    kind: AnswerKind | None = None  # the exemplars' answer kind
 
 
 @dataclass(slots=True)
@@ -49,6 +73,7 @@ class _Draft:
     sentences: list[str]
     remaining: int
     max_words: int
+    credit: dict[str, int]
 
     def words(self) -> int:
         return sum(_wc(s) for s in self.sentences)
@@ -70,15 +95,77 @@ def _wc(sentence: str) -> int:
     return len(sentence.split())
 
 
+def _entries(meta: MetaPrompt) -> tuple[ScoredPrompt, ...]:
+    """The scored prompts shown, plus the current one when the meta-prompt gives its score."""
+    texts = {s.text for s in meta.scored}
+    if meta.current_score is None or meta.current in texts or not meta.current:
+        return meta.scored
+    return (*meta.scored, ScoredPrompt(meta.current, meta.current_score))
+
+
+def similarity(a: str, b: str) -> float:
+    """Jaccard overlap of the two prompts' word sets."""
+    x, y = set(_norm_words(a)), set(_norm_words(b))
+    return len(x & y) / len(x | y) if x | y else 1.0
+
+
+def compare(entries: Sequence[ScoredPrompt]) -> dict[str, int]:
+    """Credit per sentence from every pair of similar prompts with different scores: +1 for
+    the sentences only the better one has, -1 for those only the worse one has (summed, then
+    reduced to its sign)."""
+    credit: dict[str, int] = {}
+    for i, a in enumerate(entries):
+        for b in entries[i + 1 :]:
+            if a.score == b.score or similarity(a.text, b.text) < SIMILAR:
+                continue
+            hi, lo = (a, b) if a.score > b.score else (b, a)
+            hi_s, lo_s = set(split_sentences(hi.text)), set(split_sentences(lo.text))
+            for sentence in hi_s - lo_s:
+                credit[sentence] = credit.get(sentence, 0) + 1
+            for sentence in lo_s - hi_s:
+                credit[sentence] = credit.get(sentence, 0) - 1
+    return {k: (v > 0) - (v < 0) for k, v in credit.items() if v}
+
+
+def _better_variant(meta: MetaPrompt) -> str | None:
+    if meta.current_score is None:
+        return None
+    variants = [
+        s
+        for s in meta.scored
+        if s.score > meta.current_score
+        and s.text != meta.current
+        and similarity(s.text, meta.current) >= SIMILAR
+    ]
+    return max(variants, key=lambda s: s.score).text if variants else None
+
+
+_FAVOUR = {1: 3.0, 0: 1.0, -1: 0.2}
+
+
 @lru_cache(maxsize=256)
 def build_pool(meta: MetaPrompt) -> Pool:
-    top = max((s.score for s in meta.scored), default=0.0)
+    entries = _entries(meta)
+    credit = compare(entries)
+    top = max((s.score for s in entries), default=0.0)
     shown = {
-        sentence: math.exp((s.score - top) / 10.0)
-        for s in meta.scored
+        sentence: math.exp((s.score - top) / 10.0) * _FAVOUR[credit.get(sentence, 0)]
+        for s in entries
         for sentence in split_sentences(s.text)
     }
-    return Pool(tuple(shown.items()), task_sentences(meta.exemplars), GENERIC)
+    kind = (
+        detect_kind([Example(input=e.input, target=e.output) for e in meta.exemplars])
+        if meta.exemplars
+        else None
+    )
+    return Pool(
+        tuple(shown.items()),
+        task_sentences(meta.exemplars),
+        GENERIC,
+        tuple(credit.items()),
+        _better_variant(meta),
+        kind,
+    )
 
 
 def draw_sentence(pool: Pool, rng: random.Random, max_words: int) -> str | None:
@@ -102,27 +189,37 @@ def draw_sentence(pool: Pool, rng: random.Random, max_words: int) -> str | None:
 def _insert(draft: _Draft, pool: Pool, rng: random.Random) -> int:
     room = min(draft.remaining, draft.max_words - draft.words())
     sentence = draw_sentence(pool, rng, room)
-    if sentence is None or sentence in draft.sentences:
+    if sentence is None or sentence in draft.sentences or draft.credit.get(sentence) == REMOVED:
         return 0
     draft.sentences.insert(rng.randint(0, len(draft.sentences)), sentence)
     return _wc(sentence)
+
+
+_TARGET = {1: 0.25, 0: 1.0, -1: 4.0, -2: 4.0}
+REMOVED = -2  # a sentence the feedback said to drop: not drawn again
+
+
+def _target(draft: _Draft, fits: list[int], rng: random.Random) -> int:
+    """A sentence to delete or replace: blamed ones first, credited ones rarely."""
+    weights = [_TARGET[draft.credit.get(draft.sentences[i], 0)] for i in fits]
+    return rng.choices(fits, weights=weights)[0]
 
 
 def _delete(draft: _Draft, pool: Pool, rng: random.Random) -> int:
     fits = [i for i, s in enumerate(draft.sentences) if _wc(s) <= draft.remaining]
     if len(draft.sentences) < 2 or not fits:
         return 0
-    return _wc(draft.sentences.pop(rng.choice(fits)))
+    return _wc(draft.sentences.pop(_target(draft, fits, rng)))
 
 
 def _replace(draft: _Draft, pool: Pool, rng: random.Random) -> int:
     fits = [i for i, s in enumerate(draft.sentences) if _wc(s) <= draft.remaining]
     if not fits:
         return 0
-    i = rng.choice(fits)
+    i = _target(draft, fits, rng)
     room = min(draft.remaining, draft.max_words - draft.words() + _wc(draft.sentences[i]))
     sentence = draw_sentence(pool, rng, room)
-    if sentence is None or sentence in draft.sentences:
+    if sentence is None or sentence in draft.sentences or draft.credit.get(sentence) == REMOVED:
         return 0
     cost = max(_wc(sentence), _wc(draft.sentences[i]))
     draft.sentences[i] = sentence
@@ -178,14 +275,52 @@ def _budget(meta: MetaPrompt, rng: random.Random, exceed: bool) -> int:
     return rng.randint(max(1, limit // 3), max(1, limit))
 
 
-def _base(meta: MetaPrompt, rng: random.Random) -> str:
+def _base(meta: MetaPrompt, pool: Pool, rng: random.Random, budget: int) -> str:
+    better = pool.better
+    if better is not None and rng.random() < REVERT_RATE and _affordable(meta, better, budget):
+        return better
     if meta.change_limit is not None or meta.mode == "modify" or not meta.scored:
         return meta.current
     if rng.random() < 0.25:
         return ""
-    top = max(s.score for s in meta.scored)
-    weights = [math.exp((s.score - top) / 10.0) for s in meta.scored]
-    return rng.choices([s.text for s in meta.scored], weights=weights)[0]
+    entries = _entries(meta)
+    top = max(s.score for s in entries)
+    weights = [math.exp((s.score - top) / 10.0) for s in entries]
+    return rng.choices([s.text for s in entries], weights=weights)[0]
+
+
+def _affordable(meta: MetaPrompt, base: str, budget: int) -> bool:
+    return meta.change_limit is None or _distance(meta.current, base) <= budget
+
+
+@lru_cache(maxsize=1024)
+def _distance(before: str, after: str) -> int:
+    return changed_words(before, after) if before != after else 0
+
+
+def _apply_feedback(draft: _Draft, meta: MetaPrompt, pool: Pool, rng: random.Random) -> None:
+    """With probability ``FIX_RATE``, fix one reason of the feedback (the first ones more
+    often): drop the sentences it blames, or add (and keep) an instruction it asks for."""
+    if not meta.feedback or rng.random() >= FIX_RATE:
+        return
+    weights = [1.0 / (i + 1) for i in range(len(meta.feedback))]
+    name = rng.choices(meta.feedback, weights=weights)[0]
+    cues = removal_cues(name, pool.kind)
+    if cues:
+        for i in reversed(range(len(draft.sentences))):
+            if len(draft.sentences) > 1 and any(c in draft.sentences[i].lower() for c in cues):
+                removed = draft.sentences.pop(i)
+                draft.credit[removed] = REMOVED
+                draft.remaining -= _wc(removed)
+        return
+    room = min(draft.remaining, draft.max_words - draft.words())
+    fixes = [f for f in fix_sentences(name, pool.kind) if f not in draft.sentences]
+    fixes = [f for f in fixes if _wc(f) <= room]
+    if fixes:
+        fix = rng.choice(fixes)
+        draft.sentences.insert(rng.randint(0, len(draft.sentences)), fix)
+        draft.credit[fix] = 1
+        draft.remaining -= _wc(fix)
 
 
 def propose(meta: MetaPrompt, rng: random.Random) -> str:
@@ -197,7 +332,10 @@ def propose(meta: MetaPrompt, rng: random.Random) -> str:
     seen = {meta.current, *(s.text for s in meta.scored)}
     text = meta.current
     for _ in range(4):
-        draft = _Draft(split_sentences(_base(meta, rng)), budget, max_words)
+        base = _base(meta, pool, rng, budget)
+        spent = _distance(meta.current, base) if meta.change_limit is not None else 0
+        draft = _Draft(split_sentences(base), budget - spent, max_words, dict(pool.credit))
+        _apply_feedback(draft, meta, pool, rng)
         _edit(draft, pool, rng, meta.mode)
         text = " ".join(draft.sentences)
         if text and text not in seen:
@@ -242,7 +380,15 @@ def render_prompts(prompts: Sequence[str], meta: MetaPrompt, rng: random.Random)
 def optimizer_reply(meta: MetaPrompt, rng: random.Random) -> str:
     """What the optimizer model answers to a meta-prompt (a critique if one is asked for)."""
     if meta.reflection:
-        return critique(meta, rng)
+        count = meta.count if meta.count > 1 else rng.randint(2, 3)
+        return critique(
+            current=meta.current,
+            symptoms=meta.symptoms,
+            inputs=[e.input for e in meta.exemplars],
+            count=count,
+            tags=meta.tags if meta.tags_named else None,
+            rng=rng,
+        )
     return render_prompts([propose(meta, rng) for _ in range(meta.count)], meta, rng)
 
 
@@ -259,33 +405,3 @@ def summary(meta: MetaPrompt, rng: random.Random) -> str:
         f"The highest-scoring prompts (up to {best.score:.0f}) ask to: "
         f"{' '.join(better[:4])} The lowest-scoring ones ({worst.score:.0f}) lack this."
     )
-
-
-_CRITIQUES: tuple[tuple[str, str], ...] = (
-    ("step", "The prompt does not ask to reason step by step, so it jumps to conclusions."),
-    ("check|verif", "The prompt never asks to double-check intermediate results."),
-    ("answer|format", "The prompt does not say how the final answer should be formatted."),
-    ("careful|read", "The prompt does not ask to read carefully, so details get missed."),
-    ("identify|key", "The prompt does not ask to identify the key information first."),
-)
-
-
-def critique(meta: MetaPrompt, rng: random.Random) -> str:
-    """Short plausible reasons why ``meta.current`` produced errors."""
-    lower = meta.current.lower()
-    missing = [text for cue, text in _CRITIQUES if not re.search(cue, lower)]
-    missing = missing or [text for _, text in _CRITIQUES]
-    rng.shuffle(missing)
-    words = top_content_words((e.input for e in meta.exemplars), limit=2)
-    if words:
-        missing.insert(
-            rng.randint(0, 1),
-            f"The prompt is generic and never mentions the "
-            f"{' and '.join(words)} that these examples depend on.",
-        )
-    count = meta.count if meta.count > 1 else rng.randint(2, 3)
-    reasons = missing[:count]
-    if not meta.tags_named:
-        return "\n".join(f"{i}. {r}" for i, r in enumerate(reasons, 1))
-    opener, closer = meta.tags
-    return "\n".join(f"{opener}{r}{closer}" for r in reasons)

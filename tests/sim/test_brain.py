@@ -190,7 +190,7 @@ def test_a_crude_hill_climb_improves_on_step_by_step(brain: Brain) -> None:
     best = max(trajectory, key=lambda item: item[1])
     landscape = brain.model(name).landscape
     assert best[1] > trajectory[0][1] + 10
-    assert landscape.accuracy(best[0]) > landscape.accuracy(STEP) + 0.1
+    assert landscape.accuracy(best[0]) > landscape.accuracy(STEP) + 0.03
 
 
 def test_a_summary_request_gets_what_the_best_prompt_adds() -> None:

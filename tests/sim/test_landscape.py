@@ -79,17 +79,16 @@ def test_relevant_prompt_beats_step_by_step_which_beats_a_distracting_one(
     landscapes: dict[tuple[str, int], Landscape],
 ) -> None:
     for (name, _), landscape in landscapes.items():
-        good = landscape.accuracy(GOOD[name])
-        assert 0.65 <= good <= 0.95
-        assert good > landscape.accuracy(STEP) + 0.15
-        assert landscape.accuracy(STEP) > landscape.accuracy(DISTRACTING)
+        good, step = landscape.accuracy(GOOD[name]), landscape.accuracy(STEP)
+        assert step + 0.08 < good < step + 0.25  # the paper's order of gains, not +30 points
+        assert step > landscape.accuracy(DISTRACTING) + 0.1
 
 
 def test_good_prompts_with_different_wording_also_win(
     landscapes: dict[tuple[str, int], Landscape],
 ) -> None:
     for (name, _), landscape in landscapes.items():
-        assert landscape.accuracy(OTHER_GOOD[name]) > landscape.accuracy(STEP) + 0.15
+        assert landscape.accuracy(OTHER_GOOD[name]) > landscape.accuracy(STEP) + 0.08
 
 
 def test_long_prompts_pay_a_length_penalty(landscapes: dict[tuple[str, int], Landscape]) -> None:
