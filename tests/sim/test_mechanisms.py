@@ -129,16 +129,16 @@ def test_a_better_similar_prompt_is_refined_and_a_dissimilar_one_is_not() -> Non
 
 
 def test_relevance_and_recency_retrieval_lead_to_different_proposals() -> None:
-    # the trajectory: an early good prompt, then two unrelated ones; the current prompt is a
-    # variant of the early one. Relevance shows the early one (most similar), recency the last.
-    early = ShownPrompt(CURRENT + " Count each item.", 70)
-    recent = [
-        ShownPrompt("You are an expert. Answer with a single number.", 45),
-        ShownPrompt("Keep a running total. Be concise.", 48),
-    ]
+    # Both show a prompt with "Count each item." that scored 70 (the current one scored 55).
+    # Relevance shows the one most similar to the current prompt: a variant of it, so the score
+    # difference points at that sentence. Recency shows the latest: an unrelated prompt with the
+    # same sentence, which tells nothing about it.
     current = ShownPrompt(CURRENT + " Be brief.", 55)
-    relevance = meta_text(shown=[recent[1], early], current=current)
-    recency = meta_text(preset="pe2", shown=recent, current=current, budget=20)
+    similar = ShownPrompt(CURRENT + " Count each item.", 70)
+    unrelated = ShownPrompt("You are an expert. Count each item. Keep a running total.", 70)
+    other = ShownPrompt("Answer with a single number. Be concise.", 48)
+    relevance = meta_text(shown=[other, similar], current=current)
+    recency = meta_text(shown=[other, unrelated], current=current)
     assert share(relevance, "Count each item.") > share(recency, "Count each item.") + 0.2
 
 
