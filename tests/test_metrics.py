@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
 from pipeline.tasks._data import Example
+from pipeline.tasks._extract import final_answer, normalize_answer
 from pipeline.tasks._metrics import (
     Judgement,
     Metric,
@@ -18,10 +19,8 @@ from pipeline.tasks._metrics import (
     contains,
     custom_metric,
     exact,
-    final_answer,
     judge,
     metric_by_name,
-    normalize_answer,
     numeric,
     true_false,
     word_list,

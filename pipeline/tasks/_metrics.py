@@ -1,10 +1,13 @@
 """Answer extraction and metrics: did a task model's free-text output get the gold target?
 
 A model's reply ends with its answer in one of many styles: ``So the answer is (B).`` (the
-simulator), ``Answer: 42``, ``**Yes**``, ``\\boxed{7}``, ``the answer is: True``. The *answer part*
-of an output is the content of its last ``\\boxed{...}`` if any, else the first non-empty line after
-its last marker (``answer is``, ``answer:``, ``answer =``, ``####``), else there is none and each
-metric falls back as documented on it.
+simulator), ``Answer: 42``, ``**Yes**``, ``\\boxed{7}``, ``the answer is: True``, or in prose
+(``Therefore, the statement is false.``). Where an output states its answer is read in
+:mod:`pipeline.tasks._extract`: the *answer part* is the content of its last ``\\boxed{...}`` if
+any, else the first non-empty line after its last marker (``answer is``, ``answer:``,
+``final answer``, ``####``); the letter, label and number metrics then look at the conclusion
+(``therefore``, ``thus``, ...) and the last occurrence, as documented on each. A metric that reads
+no answer says so (``Judgement.extracted is None``); runs count those outputs per job.
 
 Every metric is called as ``metric(output, target)`` and returns a :class:`Judgement`; custom ones
 may be async or return a plain ``bool`` (see :func:`custom_metric` and :func:`judge`).
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,30 +24,27 @@ from typing import Literal, Protocol
 
 from pipeline.errors import ConfigError
 from pipeline.tasks._data import Example
+from pipeline.tasks._extract import (
+    LETTERS,
+    NUMBERS,
+    final_answer,
+    label_reader,
+    normalize_answer,
+    parse_number,
+    read_answer,
+)
 
 AnswerKind = Literal[
     "number", "option_letter", "yes_no", "true_false", "valid_invalid", "word_list", "free"
 ]
 
-_MARKER = re.compile(r"\banswer\b[\s*_]*(?:is\b|:|=)[\s*_:]*|####", re.IGNORECASE)
-_BOXED = "\\boxed{"
-_DROPPED = str.maketrans("", "", "'\u2018\u2019`")
-_NUMBER = re.compile(
-    r"(?<![\w.])(?P<sign>[-\u2212]?)[$€£¥]?\s?"
-    r"(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
-)
 _TOLERANCE = Decimal("1e-6")
-_LETTER_PATTERNS = (
-    re.compile(r"\(([A-Z])\)"),
-    re.compile(r"(?<![A-Za-z(])([A-Z])\)"),
-    re.compile(r"\b(?i:option|choice)\s+([A-Z])\b"),
-)
-_LEADING_LETTER = re.compile(r"^[\W_]*([A-Z])(?!\w)")
-_LONE_LETTER = re.compile(r"^[\W_]*([A-Z])[\W_]*$")
 _TARGET_LETTER = re.compile(r"^\(?([A-Z])\)?$")
 _YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 _TRUE_FALSE = re.compile(r"\b(true|false|valid|invalid)\b", re.IGNORECASE)
 _WORD_SPLIT = re.compile(r"[\s,;]+")
+_DECORATION = "*_`\"'\u201c\u201d\u2018\u2019"
+_SENTENCE_MARKS = ".!?,;:"
 
 
 @dataclass(frozen=True)
@@ -65,95 +64,6 @@ class Metric(Protocol):
     def __call__(self, output: str, target: str) -> Judgement | Awaitable[Judgement]: ...
 
 
-# --- extraction -------------------------------------------------------------------------------
-
-
-def answer_part(output: str) -> str | None:
-    """The last ``\\boxed{}``'s content, else the first non-empty line after the last answer
-    marker, else ``None``."""
-    boxed = _last_boxed(output)
-    if boxed is not None:
-        return boxed
-    ends = [m.end() for m in _MARKER.finditer(output)]
-    return _first_line(output[ends[-1] :]) if ends else None
-
-
-def final_answer(output: str) -> str:
-    """The answer part of ``output``, else its last non-empty line ("" if it has none)."""
-    part = answer_part(output)
-    return part if part is not None else _last_line(output)
-
-
-def normalize_answer(text: str) -> str:
-    """Case-folded, quotes and apostrophes dropped, other punctuation (markdown included) turned
-    into spaces, whitespace collapsed: ``'**Monsters, Inc.**'`` -> ``'monsters inc'``."""
-    folded = unicodedata.normalize("NFKC", text).casefold().translate(_DROPPED)
-    return " ".join("".join(" " if _is_punctuation(c) else c for c in folded).split())
-
-
-def parse_number(text: str, *, last: bool = True) -> Decimal | None:
-    """The last (or first) number in ``text``: ``"$1,234.50"`` -> 1234.50, ``"-3 apples"`` -> -3."""
-    matches = list(_NUMBER.finditer(text))
-    if not matches:
-        return None
-    match = matches[-1] if last else matches[0]
-    value = Decimal(match["digits"].replace(",", ""))
-    return -value if match["sign"] else value
-
-
-def _is_punctuation(char: str) -> bool:
-    return unicodedata.category(char).startswith("P") or char in "^*_"
-
-
-def _last_boxed(text: str) -> str | None:
-    start = text.rfind(_BOXED)
-    if start < 0:
-        return None
-    depth, begin = 1, start + len(_BOXED)
-    for i in range(begin, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[begin:i]
-    return text[begin:]
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
-
-
-def _last_line(text: str) -> str:
-    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
-
-
-def _label(output: str, pattern: re.Pattern[str]) -> str | None:
-    """The first match in the answer part if there is one, else the last match in the output."""
-    part = answer_part(output)
-    if part is not None:
-        match = pattern.search(part)
-        return match.group(1).casefold() if match else None
-    found = pattern.findall(output)
-    return str(found[-1]).casefold() if found else None
-
-
-def _letter(output: str) -> str | None:
-    part = answer_part(output)
-    if part is not None:
-        return _first_letter(part)
-    lone = _LONE_LETTER.match(_last_line(output))
-    if lone:
-        return lone.group(1)
-    matches = [m for p in _LETTER_PATTERNS for m in p.finditer(output)]
-    return max(matches, key=lambda m: m.start()).group(1) if matches else None
-
-
-def _first_letter(part: str) -> str | None:
-    for pattern in (*_LETTER_PATTERNS, _LEADING_LETTER):
-        match = pattern.search(part)
-        if match:
-            return match.group(1)
-    return None
-
-
 def _words(text: str) -> tuple[str, ...]:
     words = (normalize_answer(w).replace(" ", "") for w in _WORD_SPLIT.split(text))
     return tuple(w for w in words if w)
@@ -164,25 +74,58 @@ def _format_number(value: Decimal) -> str:
     return "0" if text in ("-0", "") else text
 
 
+def _is_symbolic(target: str) -> bool:
+    """A target made of punctuation and symbols only (``> )``, ``] ) }``): they are the answer."""
+    return bool(target.strip()) and not any(c.isalnum() for c in target)
+
+
+def _symbols(answer: str, target: str) -> str | None:
+    """The first run of words without letters or digits in ``answer``, without whitespace,
+    markdown or quotes (unless the target has them) or the sentence's closing punctuation:
+    ``So the answer is `> )`.`` -> ``>)``."""
+    decoration = "".join(c for c in _DECORATION if c not in target)
+    run: list[str] = []
+    for word in answer.split():
+        if any(c.isalnum() for c in word):
+            if run:
+                break
+            continue
+        run.append(word)
+    text = "".join(c for c in "".join(run) if c not in decoration)
+    if not target.rstrip().endswith(tuple(_SENTENCE_MARKS)):
+        text = text.rstrip(_SENTENCE_MARKS)
+    return text or None
+
+
 # --- built-in metrics -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ExactMatch:
-    """The normalized final answer (answer part, else last line) equals the normalized target."""
+    """The normalized final answer (answer part, else last line) equals the normalized target.
+
+    A target of punctuation and symbols only (BBH ``dyck_languages``: ``> )``) is compared
+    symbol for symbol with the answer's first run of such words, whitespace, markdown, quotes
+    and a closing full stop aside: ``So the answer is > ).`` is right and ``> ]`` is wrong."""
 
     name: str = "exact"
 
     def __call__(self, output: str, target: str) -> Judgement:
-        extracted = normalize_answer(final_answer(output)) or None
+        answer = final_answer(output)
+        if _is_symbolic(target):
+            symbols = _symbols(answer, target)
+            return Judgement(symbols is not None and symbols == _symbols(target, target), symbols)
+        extracted = normalize_answer(answer) or None
         return Judgement(extracted is not None and extracted == normalize_answer(target), extracted)
 
 
 @dataclass(frozen=True)
 class MultipleChoice:
     """Multiple choice. A letter target (``(B)``/``B``) is compared with the option letter read
-    from the answer part (first ``(X)``, ``X)``, ``option X`` or leading ``X``), else with the
-    last one in the output. A text target must occur in the normalized final answer."""
+    where the output states its answer (see :mod:`pipeline.tasks._extract`): after the marker
+    the first ``(X)``, ``X)``, ``option X`` or leading ``X``; in a conclusion the first marked
+    one; else a lone letter on the last line or the last marked one. A text target must occur
+    in the normalized final answer."""
 
     name: str = "choice"
 
@@ -191,24 +134,25 @@ class MultipleChoice:
         if gold is None:
             answer = normalize_answer(final_answer(output))
             return Judgement(_contains(answer, target).correct, answer or None)
-        letter = _letter(output)
+        letter = read_answer(output, LETTERS)
         extracted = None if letter is None else f"({letter})"
         return Judgement(letter == gold.group(1), extracted)
 
 
 @dataclass(frozen=True)
 class Numeric:
-    """The last number of the answer part (else of the whole output) equals the target's number
+    """The number where the output states its answer (the last of the first clause after the
+    marker or in the conclusion, else the last in the output) equals the target's number
     within 1e-6; commas, currency signs, units, percent signs and ``\\boxed{}`` are handled."""
 
     name: str = "numeric"
 
     def __call__(self, output: str, target: str) -> Judgement:
-        part = answer_part(output)
-        value = parse_number(output if part is None else part)
+        read = read_answer(output, NUMBERS)
         gold = parse_number(final_answer(target))
-        if value is None:
+        if read is None:
             return Judgement(False, None)
+        value = Decimal(read)
         return Judgement(
             gold is not None and abs(value - gold) <= _TOLERANCE, _format_number(value)
         )
@@ -216,14 +160,15 @@ class Numeric:
 
 @dataclass(frozen=True)
 class Label:
-    """One of a closed set of words (yes/no; true/false/valid/invalid): the first in the answer
-    part if there is one, else the last in the output; compared case-insensitively."""
+    """One of a closed set of words (yes/no; true/false/valid/invalid) where the output states
+    its answer: the first after the marker, else the first in the conclusion, else the last in
+    the output; compared case-insensitively."""
 
     name: str
     pattern: re.Pattern[str]
 
     def __call__(self, output: str, target: str) -> Judgement:
-        extracted = _label(output, self.pattern)
+        extracted = read_answer(output, label_reader(self.pattern))
         return Judgement(extracted == normalize_answer(target), extracted)
 
 
@@ -272,6 +217,12 @@ BUILTIN_METRICS: tuple[Metric, ...] = (
     word_list,
     contains,
 )
+
+
+def reads_answers(metric: object) -> bool:
+    """Whether ``metric`` is a built-in one, whose ``extracted is None`` means it read no answer
+    in the output (custom metrics may return a bare bool, which says nothing about it)."""
+    return isinstance(metric, ExactMatch | MultipleChoice | Numeric | Label | WordList | Contains)
 
 
 def metric_by_name(name: str) -> Metric:
