@@ -27,7 +27,7 @@ from anyio.streams.memory import (
 from pipeline.errors import GpoError
 from pipeline.llm._values import ChatRequest, Message
 from pipeline.tasks._data import Example
-from pipeline.tasks._metrics import judge
+from pipeline.tasks._metrics import judge, reads_answers
 from stages.edits import normalize_prompt
 from stages.messages import (
     Candidate,
@@ -43,6 +43,7 @@ from stages.messages import (
     Split,
     StepOutcome,
     StepRecord,
+    Tally,
 )
 from stages.metaprompt import ShownPrompt
 from stages.models import Models
@@ -186,7 +187,8 @@ class Evaluation:
 
     async def _recover(self, ctx: JobContext, reused: Evaluated) -> Evaluated:
         """A reused prompt's per-example answers, for the next step's reflection: asked again,
-        its calls come from the response cache (the score stays the one first measured)."""
+        its calls come from the response cache (the score stays the one first measured, and its
+        outputs, counted then, are not counted again)."""
         again = (await self.evaluate(ctx, (reused.prompt,), "dev"))[0]
         return Evaluated(prompt=reused.prompt, score=reused.score, outcomes=again.outcomes)
 
@@ -209,7 +211,10 @@ class Evaluation:
         if fan_in.error is not None:
             raise fan_in.error
         n = len(examples)
-        return tuple(_scored(prompt, p, n, fan_in.outcomes) for p, prompt in enumerate(prompts))
+        reads = reads_answers(ctx.metric)
+        return tuple(
+            _scored(prompt, p, n, fan_in.outcomes, reads) for p, prompt in enumerate(prompts)
+        )
 
     async def _step(self, batch: Candidates) -> StepOutcome:
         ticket = batch.ticket
@@ -218,6 +223,7 @@ class Evaluation:
         scored = await self.evaluate(ticket.context, tuple(c.prompt for c in new), "dev")
         score_of = {normalize_prompt(e.prompt): e for e in scored}
         records = tuple(_record(c, score_of, seen) for c in batch.candidates)
+        tally = sum((e.tally for e in scored), Tally())
         selected = _select(records, score_of, ticket.current)
         if not selected.outcomes and ticket.context.strategy.reflection and records:
             selected = await self._recover(ticket.context, selected)
@@ -232,6 +238,10 @@ class Evaluation:
             parse_failures=batch.parse_failures,
             reasks=batch.reasks,
             rejected_over_budget=batch.rejected_over_budget,
+            rejected_unchanged=batch.rejected_unchanged,
+            rejected_exemplar_copy=batch.rejected_exemplar_copy,
+            judged=tally.judged,
+            unextractable=tally.unextractable,
         )
         return StepOutcome(ticket=ticket, record=record, selected=selected, evaluated=scored)
 
@@ -245,10 +255,14 @@ def _embeds(ctx: JobContext) -> bool:
     )
 
 
-def _scored(prompt: str, p: int, n: int, outcomes: Mapping[Slot, Outcome]) -> Evaluated:
+def _scored(
+    prompt: str, p: int, n: int, outcomes: Mapping[Slot, Outcome], reads: bool
+) -> Evaluated:
+    """The prompt's score and outcomes; its tally when the metric says what it read."""
     scored = tuple(outcomes[(p, e)] for e in range(n))
     score = 100.0 * sum(o.correct for o in scored) / n if n else 0.0
-    return Evaluated(prompt=prompt, score=score, outcomes=scored)
+    tally = Tally.of(scored) if reads else Tally()
+    return Evaluated(prompt=prompt, score=score, outcomes=scored, tally=tally)
 
 
 def _record(

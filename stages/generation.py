@@ -1,7 +1,9 @@
 """Stage 3, candidate generation: one optimizer request for ``n`` candidates, strict parsing.
 
 A candidate is the text between the requested output tags; a reply without them is a counted
-parse failure and is dropped, never used whole. Too few parsed candidates trigger at most
+parse failure and is dropped, never used whole. A tagged reply that returns the current prompt
+unchanged or copies the meta-prompt's exemplars or scored prompts is a counted rejection
+(``stages.rejections``), dropped the same way. Too few candidates left trigger at most
 ``max_reasks`` further requests for the missing number. Candidates are de-duplicated (normalized
 text), measured against the step's word budget (word-level edit distance to the current
 prompt), and optionally rejected when over it.
@@ -9,12 +11,17 @@ prompt), and optionally rejected when over it.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from pipeline._seeds import derive_seed
 from pipeline.llm._values import ChatRequest
 from stages.edits import normalize_prompt, word_edit_distance
 from stages.messages import Candidate, Candidates, MetaPrompt
 from stages.models import Models
 from stages.parsing import extract_tagged
+from stages.rejections import rejection
+
+_FAILED = "parse_failures"
 
 
 class Generation:
@@ -22,7 +29,7 @@ class Generation:
         self._models = models
 
     async def handle(self, meta: MetaPrompt) -> Candidates:
-        parsed, failures, asks = await self._ask(meta)
+        parsed, dropped, asks = await self._ask(meta)
         current = meta.ticket.current.prompt
         unique: dict[str, str] = {}
         for prompt in parsed:
@@ -32,16 +39,20 @@ class Generation:
         return Candidates(
             meta=meta,
             candidates=tuple(keep),
-            parse_failures=failures,
+            parse_failures=dropped[_FAILED],
             reasks=asks - 1,
             rejected_over_budget=len(measured) - len(keep),
+            rejected_unchanged=dropped["rejected_unchanged"],
+            rejected_exemplar_copy=dropped["rejected_exemplar_copy"],
         )
 
-    async def _ask(self, meta: MetaPrompt) -> tuple[list[str], int, int]:
+    async def _ask(self, meta: MetaPrompt) -> tuple[list[str], Counter[str], int]:
+        """The candidates read, the replies dropped by reason, and the requests made."""
         ctx = meta.ticket.context
         strategy = ctx.strategy
         parsed: list[str] = []
-        failures = asks = 0
+        dropped: Counter[str] = Counter()
+        asks = 0
         while len(parsed) < strategy.candidates and asks <= strategy.max_reasks:
             request = ChatRequest.of(
                 meta.text,
@@ -53,12 +64,21 @@ class Generation:
             completion = await self._models.chat(ctx.optimizer_endpoint, request, job=ctx.id)
             asks += 1
             for text in completion.texts:
-                segments = extract_tagged(text, strategy.output_tags)
-                if segments:
-                    parsed.append(segments[-1])  # a preamble may name the tags first
+                prompt, reason = _read(text, meta)
+                if reason is None:
+                    parsed.append(prompt)
                 else:
-                    failures += 1
-        return parsed, failures, asks
+                    dropped[reason] += 1
+        return parsed, dropped, asks
+
+
+def _read(reply: str, meta: MetaPrompt) -> tuple[str, str | None]:
+    """The reply's candidate, or why it has none (a parse failure or a rejection)."""
+    segments = extract_tagged(reply, meta.ticket.context.strategy.output_tags)
+    if not segments:
+        return "", _FAILED
+    prompt = segments[-1]  # a preamble may name the tags first
+    return prompt, rejection(prompt, meta)
 
 
 def _measure(prompt: str, current: str, budget: int | None) -> Candidate:

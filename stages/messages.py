@@ -12,7 +12,7 @@ Prompts scored outside a step (the initial prompt on dev, the final prompts on t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NewType
 
@@ -59,13 +59,32 @@ class Outcome:
     extracted: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Task-model outputs judged by a built-in metric, and how many of them had no answer it
+    could read (``Judgement.extracted is None``); outputs of custom metrics are not counted."""
+
+    judged: int = 0
+    unextractable: int = 0
+
+    @classmethod
+    def of(cls, outcomes: Iterable[Outcome]) -> Tally:
+        counted = [o.extracted is None for o in outcomes]
+        return cls(judged=len(counted), unextractable=sum(counted))
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(self.judged + other.judged, self.unextractable + other.unextractable)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Evaluated:
-    """A prompt scored on a split: score in 0..100 and the per-example outcomes."""
+    """A prompt scored on a split: score in 0..100, the per-example outcomes, and the tally of
+    its outputs (kept when the outcomes are not: a journal may drop them)."""
 
     prompt: str
     score: float
     outcomes: tuple[Outcome, ...]
+    tally: Tally = Tally()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,6 +152,8 @@ class Candidates:
     parse_failures: int
     reasks: int
     rejected_over_budget: int
+    rejected_unchanged: int = 0
+    rejected_exemplar_copy: int = 0
 
     @property
     def ticket(self) -> StepTicket:
@@ -166,6 +187,12 @@ class StepRecord:
     parse_failures: int
     reasks: int
     rejected_over_budget: int
+    rejected_unchanged: int = 0
+    rejected_exemplar_copy: int = 0
+    judged: int = 0
+    """Task-model outputs judged in this step (its new candidates on dev)."""
+    unextractable: int = 0
+    """Of those, the outputs with no answer the metric could read."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import math
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from pipeline.runner._jobs import Job, JobResult, OptimizerSettings, build_conte
 from pipeline.sim.server import SimConfig, open_simulator
 from pipeline.sim.tasks import builtin_tasks
 from stages.strategy import PRESETS, strategy
+from tests.test_report import CHROMIUM
+from tests.test_report import _chromium as chromium
 
 # --- statistics ------------------------------------------------------------------------------
 
@@ -358,6 +361,22 @@ async def test_resuming_with_other_presets_is_refused_in_one_line(
         await run_compare(root, ("gpo", "baseline"), 3)
 
 
+async def test_resuming_with_another_run_seed_names_the_seed(
+    compared: tuple[Path, int, str],
+) -> None:
+    root, _, _ = compared
+    (root / "cfg.toml").write_text(CONFIG.replace("seed = 1\n[simulator]", "seed = 5\n[simulator]"))
+    with pytest.raises(ConfigError, match="seed: 1 -> 5"):
+        open_session(
+            root / "cfg.toml",
+            run_dir=root / "cmp",
+            budget_usd=None,
+            json=False,
+            presets=("gpo", "baseline"),
+            seeds=2,
+        )
+
+
 async def test_resuming_a_finished_comparison_pays_nothing(
     compared: tuple[Path, int, str],
 ) -> None:
@@ -432,3 +451,11 @@ async def test_gpo_estimate_covers_the_comparison(
     out = capsys.readouterr().out
     assert out.startswith("9 jobs, ")
     assert "1 jobs x 3 presets x 3 seeds = 9 jobs" in out
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_chromium_renders_the_comparison(compared: tuple[Path, int, str]) -> None:
+    root, _, _ = compared
+    dom = chromium("--dump-dom", (root / "cmp" / "report.html").as_uri()).stdout
+    assert '<h2 id="compare">Presets compared</h2>' in dom
+    assert re.search(r'<table class="summary pairs">.*<td class="l">baseline</td>', dom)

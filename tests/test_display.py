@@ -4,6 +4,7 @@ in-memory streams, and the final summary table."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -588,6 +589,21 @@ def test_summary_in_a_file_is_never_cut_and_has_no_trailing_spaces() -> None:
     assert "steps" in lines[1]
     assert all(line == line.rstrip() for line in lines)
     assert ESC not in text(lines)
+
+
+def test_summary_counts_unread_outputs_and_dropped_optimizer_replies() -> None:
+    run = summary_run()
+    counts = [(300, 10, {"parse_failures": 3}), (100, 2, {"rejected_unchanged": 2}), (0, 0, {})]
+    jobs = tuple(
+        dataclasses.replace(j, outputs_judged=n, unextractable=k, optimizer_replies=r)
+        for j, (n, k, r) in zip(run.jobs, counts, strict=True)
+    )
+    lines = summary_lines(dataclasses.replace(run, jobs=jobs), 200)
+    expected = (
+        "no answer read in 12 of 400 outputs (3.0%), 3 optimizer replies without tags, "
+        "2 returning the current prompt"
+    )
+    assert expected in lines
 
 
 def test_summary_costs_read_unknown_when_an_endpoint_has_no_price() -> None:

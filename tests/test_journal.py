@@ -14,7 +14,10 @@ import orjson
 
 from pipeline.errors import StorageError
 from pipeline.rundir._journal import Journal, open_journal, read_journal
-from stages.messages import CandidateRecord, Evaluated, Outcome, StepRecord
+from pipeline.runner._jobs import Job, OptimizerSettings, build_context
+from pipeline.runner._state import JobState
+from pipeline.tasks._data import Example
+from stages.messages import CandidateRecord, Evaluated, Outcome, StepRecord, Tally
 from tests.fakes import FakeClock
 
 OUTCOME = Outcome(index=0, correct=False, output="So the answer is 3.", extracted="3")
@@ -93,6 +96,53 @@ async def test_a_job_history_reads_back_as_written(tmp_path: Path) -> None:
     assert history.steps == [(record(1), Evaluated(prompt="p1", score=50.0, outcomes=()))]
     assert history.test_scores == {"start": 20.0, "p1": 40.0}
     assert (history.status, history.error) == ("finished", None)
+
+
+async def test_a_resumed_job_keeps_its_rejection_and_extraction_counts(tmp_path: Path) -> None:
+    examples = tuple(Example(input=f"q{i}", target="1") for i in range(12))
+    job = Job(name="j", examples=examples, task_endpoint="ep", dev_size=4, test_size=2)
+    ctx = build_context(job, 0, OptimizerSettings())
+    step = dataclasses.replace(
+        record(1), rejected_unchanged=2, rejected_exemplar_copy=1, judged=4, unextractable=3
+    )
+    initial = Evaluated(prompt="start", score=25.0, outcomes=(OUTCOME,), tally=Tally(4, 1))
+    selected = Evaluated(prompt="p1", score=50.0, outcomes=())
+    before = JobState(context=ctx)
+    before.start(initial)
+    before.replay_step(step, selected)
+    before.tested((Evaluated(prompt="p1", score=50.0, outcomes=(), tally=Tally(2, 2)),))
+    path = tmp_path / "journal.jsonl"
+    async with open_journal(path) as journal:  # outputs not kept: the tallies must be
+        journal.job_started("j", initial, keep_outputs=False)
+        selected_line = {"prompt": "p1", "score": 50.0, "outcomes": []}
+        step_line = {"record": dataclasses.asdict(step), "selected": selected_line}
+        journal.append({"event": "step", "job": "j", **step_line})
+        journal.job_tested("j", before.test_scores, before.test_tally)
+
+    after = JobState(context=ctx)
+    after.restore(read_journal(path)[0]["j"])
+
+    assert after.records == before.records
+    assert (
+        (after.tally, after.test_tally)
+        == (Tally(10, 6), Tally(2, 2))
+        == (
+            before.tally,
+            before.test_tally,
+        )
+    )
+
+
+def test_a_journal_written_before_tallies_existed_reads_as_zero(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    lines = [
+        {"event": "initial", "job": "j", "prompt": "start", "score": 25.0, "outcomes": []},
+        {"event": "tested", "job": "j", "scores": {"start": 20.0}},
+    ]
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    history = read_journal(path)[0]["j"]
+    assert history.initial is not None
+    assert (history.initial.tally, history.test_tally) == (Tally(), Tally())
 
 
 def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:

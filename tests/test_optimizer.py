@@ -46,6 +46,7 @@ from pipeline.runner._jobs import (
     StepFinished,
     build_context,
 )
+from pipeline.runner._results import RunMeta, results_document
 from pipeline.runner._run import OptimizerRun, open_optimizer, optimize
 from pipeline.tasks._data import Example, Splits, split_examples
 from pipeline.tasks._metrics import custom_metric
@@ -688,3 +689,56 @@ async def test_the_run_wall_time_is_read_from_the_injected_clock() -> None:
             clock.advance(2.5)
             result = await run.result()
     assert result.totals.wall_s == 2.5
+
+
+# --- what real small models break: replies that are no candidate, answers that cannot be read ----
+
+
+@dataclass
+class MumblingLLM(FakeLLM):
+    """A task model that reads no answer out for prompts marked "[mute]"."""
+
+    def answer(self, content: str) -> str:
+        if "[mute]" in _split(content)[1]:
+            return "I would need more information to answer that."
+        return super().answer(content)
+
+
+def unchanged_then_new(ask: int, i: int) -> str:
+    """The first reply returns the current prompt: rejected, and asked for again."""
+    first = {0: f"<START>{INITIAL}</END>", 1: "<START>Be careful. [mute]</END>"}
+    return first[i] if ask == 1 else "<START>Be exact. [q=50]<END/>"
+
+
+async def test_a_job_counts_dropped_replies_and_unread_outputs_into_its_results() -> None:
+    llm = MumblingLLM(propose=unchanged_then_new)
+
+    run = await run_jobs(llm, [job("a", dev=4, test=2)], settings())
+
+    (result,) = run.jobs
+    assert [c.prompt for c in result.step_records[0].candidates] == [
+        "Be careful. [mute]",
+        "Be exact. [q=50]",
+    ]
+    assert result.optimizer_replies == {
+        "parse_failures": 0,
+        "rejected_unchanged": 1,
+        "rejected_exemplar_copy": 0,
+    }
+    # initial on dev (4) + two new candidates on dev (8) + the initial, still best, on test (2)
+    assert (result.outputs_judged, result.unextractable) == (14, 4)
+    document = results_document(
+        run.jobs,
+        meta=RunMeta(
+            run_id="r", started_at="", finished_at="", status="", config_path="", strategy={}
+        ),
+        budget=Budget(),
+        caps=Caps(),
+        totals=run.totals,
+        endpoints={},
+    )
+    written = document["jobs"][0]
+    assert (written["outputs_judged"], written["unextractable"]) == (14, 4)
+    assert written["unextractable_share"] == pytest.approx(4 / 14)
+    assert written["optimizer_replies"]["rejected_unchanged"] == 1
+    assert written["step_records"][0]["rejected_unchanged"] == 1

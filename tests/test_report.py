@@ -342,3 +342,19 @@ def test_chromium_parses_and_renders_the_report(run_dir: Path) -> None:
     _chromium(f"--screenshot={png}", "--window-size=1400,2000", page)
     assert png.exists()
     assert png.stat().st_size > 10_000
+
+
+def test_a_job_shows_its_unread_outputs_and_dropped_optimizer_replies(tmp_path: Path) -> None:
+    job = make_job("navigate", 10.0, steps=2)
+    job |= {"outputs_judged": 400, "unextractable": 12}
+    job["optimizer_replies"] = {"parse_failures": 4, "rejected_unchanged": 2}
+    job["step_records"][0] |= {"rejected_unchanged": 2, "rejected_exemplar_copy": 1}
+    html = render_report(make_run(tmp_path, [job]))
+    assert "No answer read in 12 of 400 task outputs (3.0%)" in html
+    assert "optimizer replies dropped: 4 without tags, 2 returning the current prompt." in html
+    assert "<th>rejected</th>" in html
+    assert '<span title="2 unchanged, 1 copying the meta-prompt">3</span>' in html
+
+
+def test_a_job_without_counts_shows_no_reading_note(run_dir: Path) -> None:
+    assert "No answer read" not in render_report(run_dir)

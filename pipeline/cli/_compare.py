@@ -112,7 +112,7 @@ def check_plan(target: Path, plan: ComparePlan) -> None:
             f"{target}: holds a gpo run, not a comparison (no {COMPARE_FILE}); "
             "choose another --run-dir"
         )
-    if saved != plan.describe():
+    if _options(saved) != _options(plan.describe()):  # other seed values: the digest says
         raise ConfigError(
             f"{target}: this comparison was started with {_options(saved)}, not "
             f"{_options(plan.describe())}; resume it with the same options, or choose "

@@ -1,7 +1,8 @@
 """The summary printed at the end of a run, drawn with rich.
 
 A table with a row per job (status, dev and test scores initial → best, steps, cost) and a footer
-of the means, then the jobs by status, the run's totals and the jobs' errors. In a terminal too
+of the means, then the jobs by status, the run's totals, how many outputs had no answer the metric
+could read and how many optimizer replies gave no candidate, and the jobs' errors. In a terminal too
 narrow for it, the table drops the steps column and uses short headers and status labels;
 written to a file or a pipe, it is printed at its full width, never cut.
 """
@@ -48,7 +49,9 @@ def summary(results: RunResult, *, narrow: bool = False) -> Group:
     statuses = f"{len(jobs)} jobs: " + ", ".join(f"{n} {status}" for status, n in counts)
     errors = [Text(f"{j.name}: {j.error}") for j in jobs if j.error]
     table = jobs_table(results, narrow=narrow)
-    return Group(table, Text(statuses), _Packed(_totals_parts(results.totals)), *errors)
+    reading = _reading_parts(jobs)
+    extra = [_Packed(reading)] if reading else []
+    return Group(table, Text(statuses), _Packed(_totals_parts(results.totals)), *extra, *errors)
 
 
 def jobs_table(results: RunResult, *, narrow: bool = False) -> Table:
@@ -95,6 +98,27 @@ def _totals_parts(t: RunTotals) -> list[str]:
         f"{t.output_tokens:,} out",
         f"{duration(t.wall_s)} wall",
     ]
+
+
+_DROPPED = (
+    ("parse_failures", "optimizer replies without tags"),
+    ("rejected_unchanged", "returning the current prompt"),
+    ("rejected_exemplar_copy", "copying the meta-prompt"),
+)
+
+
+def _reading_parts(jobs: Sequence[JobResult]) -> list[str]:
+    """Outputs the metric could read no answer from, and optimizer replies that gave no
+    candidate, summed over the jobs (nothing when no output was judged)."""
+    judged = sum(j.outputs_judged for j in jobs)
+    if not judged:
+        return []
+    missing = sum(j.unextractable for j in jobs)
+    parts = [f"no answer read in {missing:,} of {judged:,} outputs ({missing / judged:.1%})"]
+    dropped = Counter[str]()
+    for j in jobs:
+        dropped.update(j.optimizer_replies)
+    return parts + [f"{dropped[key]:,} {label}" for key, label in _DROPPED if dropped[key]]
 
 
 @dataclass(frozen=True, slots=True)

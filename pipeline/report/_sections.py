@@ -119,7 +119,8 @@ def _job_section(index: int, job: Job) -> str:
         f"test {pair(job, 'test')} · {usd(num(job, 'cost_usd'))}</summary>"
     )
     error = text(job, "error")
-    parts = [f'<pre class="err">{escape(error)}</pre>' if error else "", _job_charts(job)]
+    parts = [f'<pre class="err">{escape(error)}</pre>' if error else "", _reading(job)]
+    parts.append(_job_charts(job))
     parts += [_prompts(job), _steps_table(job)]
     is_open = " open" if index < OPEN_JOBS else ""
     return f'<details id="job-{index}" class="job"{is_open}>{summary}{"".join(parts)}</details>'
@@ -142,6 +143,36 @@ def _over_budget(job: Job) -> str:
     rejected = sum(num(r, "rejected_over_budget") or 0 for r in rows(job, "step_records"))
     share = over / len(candidates) if candidates else 0.0
     return f"{over} of {len(candidates)} over budget ({share:.0%}), {rejected:.0f} rejected"
+
+
+_DROPPED = (
+    ("parse_failures", "without tags"),
+    ("rejected_unchanged", "returning the current prompt"),
+    ("rejected_exemplar_copy", "copying the meta-prompt"),
+)
+
+
+def _reading(job: Job) -> str:
+    """Outputs with no answer the metric could read; optimizer replies that gave no candidate."""
+    judged, missing = num(job, "outputs_judged"), num(job, "unextractable")
+    if not judged or missing is None:
+        return ""
+    note = (
+        f"No answer read in {missing:,.0f} of {judged:,.0f} task outputs ({missing / judged:.1%})"
+    )
+    replies = job.get("optimizer_replies")
+    counts = [(num(replies, key) or 0, label) for key, label in _DROPPED]
+    dropped = ", ".join(f"{n:,.0f} {label}" for n, label in counts if n)
+    if dropped:
+        note += f"; optimizer replies dropped: {dropped}"
+    return f'<p class="note">{escape(note)}.</p>'
+
+
+def _rejected(record: dict[str, Any]) -> str:
+    unchanged = num(record, "rejected_unchanged") or 0
+    copies = num(record, "rejected_exemplar_copy") or 0
+    title = f"{unchanged:.0f} unchanged, {copies:.0f} copying the meta-prompt"
+    return f'<span title="{title}">{unchanged + copies:,.0f}</span>'
 
 
 def _words(prompt: str) -> list[str]:
@@ -203,7 +234,8 @@ def _steps_table(job: Job) -> str:
         lines.append(_step_row(entry, record, (value, running), i == top))
     head = (
         "<tr><th>step</th><th>dev score</th><th>best so far</th><th>word budget</th>"
-        "<th>candidates (new)</th><th>over budget</th><th>parse failures</th><th>re-asks</th>"
+        "<th>candidates (new)</th><th>over budget</th><th>parse failures</th><th>rejected</th>"
+        "<th>re-asks</th>"
         '<th class="l">selected prompt (★ best on dev)</th></tr>'
     )
     table = f'<table class="steps">{head}{"".join(lines)}</table>'
@@ -241,6 +273,7 @@ def _step_row(
         f"{len(candidates)} ({new})" if record else "",
         str(over) if record else "",
         integer(num(record, "parse_failures")) if record else "",
+        _rejected(record) if record else "",
         integer(num(record, "reasks")) if record else "",
     )
     tds = "".join(f"<td>{c}</td>" for c in cells)

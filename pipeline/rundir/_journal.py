@@ -37,6 +37,7 @@ from stages.messages import (
     Outcome,
     StepOutcome,
     StepRecord,
+    Tally,
 )
 
 _OPTS = orjson.OPT_APPEND_NEWLINE
@@ -99,8 +100,9 @@ class Journal:
         selected = _evaluated(outcome.selected, keep_outputs)
         self.append({"event": "step", "job": job, "record": record, "selected": selected})
 
-    def job_tested(self, job: str, scores: dict[str, float]) -> None:
-        self.append({"event": "tested", "job": job, "scores": scores})
+    def job_tested(self, job: str, scores: dict[str, float], tally: Tally | None = None) -> None:
+        counts = _tally(tally or Tally())
+        self.append({"event": "tested", "job": job, "scores": scores, "tally": counts})
 
     def job_ended(self, job: str, status: str, error: str | None) -> None:
         self.append({"event": "ended", "job": job, "status": status, "error": error})
@@ -163,7 +165,17 @@ def _cut_torn_tail(path: Path, file: IO[bytes], size: int) -> None:
 
 def _evaluated(evaluated: Evaluated, keep_outputs: bool) -> dict[str, Any]:
     outcomes = [dataclasses.asdict(o) for o in evaluated.outcomes] if keep_outputs else []
-    return {"prompt": evaluated.prompt, "score": evaluated.score, "outcomes": outcomes}
+    tally = _tally(evaluated.tally)
+    return {
+        "prompt": evaluated.prompt,
+        "score": evaluated.score,
+        "outcomes": outcomes,
+        "tally": tally,
+    }
+
+
+def _tally(tally: Tally) -> dict[str, int]:
+    return dataclasses.asdict(tally)
 
 
 # --- reading it back ------------------------------------------------------------------------
@@ -202,13 +214,24 @@ def _apply(history: JobHistory, event: dict[str, Any]) -> None:
         history.steps.append((_read_record(event["record"]), _read_evaluated(event["selected"])))
     elif kind == "tested":
         history.test_scores = {str(k): float(v) for k, v in event["scores"].items()}
+        history.test_tally = _read_tally(event)
     elif kind == "ended":
         history.status, history.error = event["status"], event.get("error")
 
 
 def _read_evaluated(data: dict[str, Any]) -> Evaluated:
     outcomes = tuple(Outcome(**o) for o in data.get("outcomes", []))
-    return Evaluated(prompt=data["prompt"], score=float(data["score"]), outcomes=outcomes)
+    return Evaluated(
+        prompt=data["prompt"],
+        score=float(data["score"]),
+        outcomes=outcomes,
+        tally=_read_tally(data),
+    )
+
+
+def _read_tally(data: dict[str, Any]) -> Tally:
+    """The event's tally; journals written before tallies existed have none (zero)."""
+    return Tally(**data.get("tally", {}))
 
 
 def _read_record(data: dict[str, Any]) -> StepRecord:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -219,6 +219,19 @@ class JobResult:
     trajectory: tuple[Entry, ...]
     step_records: tuple[StepRecord, ...]
     cost_usd: float
+    optimizer_replies: Mapping[str, int] = field(default_factory=dict)
+    """Optimizer replies that gave no candidate, by reason: ``parse_failures`` (no tags),
+    ``rejected_unchanged``, ``rejected_exemplar_copy`` (summed over ``step_records``)."""
+    outputs_judged: int = 0
+    """Task-model outputs a built-in metric judged (the initial prompt and new candidates on
+    dev, the final prompts on test); custom metrics' outputs are not counted."""
+    unextractable: int = 0
+    """Of those, the outputs from which the metric could read no answer."""
+
+    @property
+    def unextractable_share(self) -> float | None:
+        """``unextractable / outputs_judged``; None when nothing was judged."""
+        return self.unextractable / self.outputs_judged if self.outputs_judged else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -96,6 +96,7 @@ _TOTALS = ("calls", "cache_hits", "retries", "input_tokens", "output_tokens")
 
 def _job(job: JobResult, cost_known: bool) -> dict[str, Any]:
     data = dataclasses.asdict(job)
+    data["unextractable_share"] = job.unextractable_share
     if not cost_known:
         data["cost_usd"] = None
     return data

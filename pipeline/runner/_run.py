@@ -263,7 +263,7 @@ class OptimizerRun:
         else:
             state.tested(message.results)
             if self._observer:
-                self._observer.job_tested(state.name, state.test_scores)
+                self._observer.job_tested(state.name, state.test_scores, state.test_tally)
             return self._finish(state)
         return await self._advance(state)
 

@@ -12,7 +12,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from pipeline.llm._budget import Budget
 from pipeline.runner._jobs import Job, JobResult, JobStatus, ProgressEvent
 from stages.edits import normalize_prompt
-from stages.messages import Entry, Evaluated, JobContext, StepOutcome, StepRecord, StepTicket
+from stages.messages import (
+    Entry,
+    Evaluated,
+    JobContext,
+    StepOutcome,
+    StepRecord,
+    StepTicket,
+    Tally,
+)
 from stages.metaprompt import ShownPrompt
 
 
@@ -23,7 +31,9 @@ class RunObserver(Protocol):
 
     def job_stepped(self, job: str, outcome: StepOutcome, keep_outputs: bool) -> None: ...
 
-    def job_tested(self, job: str, scores: dict[str, float]) -> None: ...
+    def job_tested(
+        self, job: str, scores: dict[str, float], tally: Tally | None = None
+    ) -> None: ...
 
     def job_ended(self, job: str, status: str, error: str | None) -> None: ...
 
@@ -62,6 +72,7 @@ class JobHistory:
     initial: Evaluated | None = None
     steps: list[tuple[StepRecord, Evaluated]] = field(default_factory=list)
     test_scores: dict[str, float] | None = None
+    test_tally: Tally = field(default_factory=Tally)
     status: str | None = None
     error: str | None = None
 
@@ -76,6 +87,9 @@ class JobState:
     seen: dict[str, ShownPrompt] = field(default_factory=dict)
     records: list[StepRecord] = field(default_factory=list)
     test_scores: dict[str, float] = field(default_factory=dict)
+    tally: Tally = field(default_factory=Tally)
+    """Every task-model output the job judged: initial, steps and test."""
+    test_tally: Tally = field(default_factory=Tally)
     status: JobStatus | None = None
     error: str | None = None
 
@@ -89,6 +103,7 @@ class JobState:
 
     def start(self, initial: Evaluated) -> None:
         self._remember(initial)
+        self.tally += initial.tally
         self.trajectory.append(Entry(step=0, prompt=initial.prompt, score=initial.score))
         self.current = initial
 
@@ -107,6 +122,7 @@ class JobState:
         )
         self.current = selected
         self.records.append(record)
+        self.tally += Tally(record.judged, record.unextractable)
 
     def restore(self, history: JobHistory) -> None:
         """Rebuild the state a journal describes."""
@@ -116,6 +132,8 @@ class JobState:
             self.replay_step(record, selected)
         if history.test_scores is not None:
             self.test_scores = dict(history.test_scores)
+            self.test_tally = history.test_tally
+            self.tally += history.test_tally
         if history.status is not None:
             self.status = history.status  # type: ignore[assignment]
             self.error = history.error
@@ -140,6 +158,8 @@ class JobState:
 
     def tested(self, results: tuple[Evaluated, ...]) -> None:
         self.test_scores = {r.prompt: r.score for r in results}
+        self.test_tally = sum((r.tally for r in results), Tally())
+        self.tally += self.test_tally
 
     def end(self, status: JobStatus, error: BaseException | None) -> None:
         self.status = status
@@ -163,11 +183,22 @@ class JobState:
             trajectory=tuple(self.trajectory),
             step_records=tuple(self.records),
             cost_usd=budget.state(f"job:{self.name}").spent_usd,
+            optimizer_replies=_replies(self.records),
+            outputs_judged=self.tally.judged,
+            unextractable=self.tally.unextractable,
         )
 
     def _remember(self, evaluated: Evaluated) -> None:
         key = normalize_prompt(evaluated.prompt)
         self.seen.setdefault(key, ShownPrompt(text=evaluated.prompt, score=evaluated.score))
+
+
+_REPLY_COUNTS = ("parse_failures", "rejected_unchanged", "rejected_exemplar_copy")
+
+
+def _replies(records: list[StepRecord]) -> dict[str, int]:
+    """The optimizer replies that gave no candidate, summed over the steps, by reason."""
+    return {key: sum(getattr(r, key) for r in records) for key in _REPLY_COUNTS}
 
 
 def unstarted(job: Job, status: JobStatus, error: BaseException | None) -> JobResult:

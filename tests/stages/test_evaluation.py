@@ -25,6 +25,7 @@ from pipeline.llm._values import (
 from pipeline.llm.transports._fake import FakeTransport
 from pipeline.runner._jobs import Job, OptimizerSettings, build_context
 from pipeline.tasks._data import Example
+from pipeline.tasks._metrics import custom_metric
 from stages.edits import normalize_prompt
 from stages.evaluation import Evaluation, task_messages
 from stages.messages import (
@@ -39,6 +40,7 @@ from stages.messages import (
     Split,
     StepOutcome,
     StepTicket,
+    Tally,
 )
 from stages.metaprompt import ShownPrompt
 from stages.strategy import strategy
@@ -345,3 +347,52 @@ async def test_without_reflection_a_reused_selection_costs_no_call() -> None:
     assert isinstance(outcome, StepOutcome)
     assert outcome.selected.outcomes == ()
     assert transport.requests == []
+
+
+def mumble(request: ChatRequest) -> TransportReply:
+    """No number at all for a prompt that says "Mumble."; the right answer otherwise."""
+    if "Mumble." in request.messages[0].content:
+        reply = "I am not sure how to work this out."
+        return TransportReply(choices=(Choice(text=reply, finish_reason="stop"),), usage=Usage())
+    return answer(request)
+
+
+async def test_an_evaluation_tallies_the_outputs_with_no_answer_to_read() -> None:
+    ctx = context(dev=4)
+
+    async with evaluation(FakeTransport(chat=mumble)) as stage:
+        scored = await stage.evaluate(ctx, ("Mumble.", "Add one."), "dev")
+
+    assert [e.tally for e in scored] == [Tally(4, 4), Tally(4, 0)]
+
+
+async def test_outputs_judged_by_a_custom_metric_are_not_tallied() -> None:
+    ctx = dataclasses.replace(context(dev=4), metric=custom_metric(lambda output, target: False))
+
+    async with evaluation(FakeTransport(chat=mumble)) as stage:
+        scored = await stage.evaluate(ctx, ("Mumble.",), "dev")
+
+    assert scored[0].tally == Tally()  # a bare bool says nothing about reading an answer
+
+
+async def test_a_step_record_counts_its_new_outputs_and_the_replies_generation_dropped() -> None:
+    ctx = context(dev=4)
+    current = Evaluated(prompt="Current.", score=50.0, outcomes=())
+    batch = dataclasses.replace(
+        step(ctx, current, {"Seen.": 90.0}, "Mumble.", "Add one.", "seen"),
+        parse_failures=3,
+        rejected_unchanged=2,
+        rejected_exemplar_copy=1,
+    )
+
+    async with evaluation(FakeTransport(chat=mumble)) as stage:
+        outcome = await stage.handle(batch)
+
+    assert isinstance(outcome, StepOutcome)
+    record = outcome.record
+    assert (record.judged, record.unextractable) == (8, 4)
+    assert (record.parse_failures, record.rejected_unchanged, record.rejected_exemplar_copy) == (
+        3,
+        2,
+        1,
+    )

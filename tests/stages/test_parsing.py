@@ -63,3 +63,24 @@ def test_multiline_prompts_are_kept_whole() -> None:
 def test_empty_tags_are_rejected() -> None:
     with pytest.raises(ValueError, match="non-empty"):
         extract_tagged("text", ("", "<END>"))
+
+
+@pytest.mark.parametrize(
+    "closer", ["</END>", "<END/>", "<END />", "<\\END>", "</ END>", "</START>"]
+)
+def test_closing_forms_small_models_write_close_the_segment(closer: str) -> None:
+    assert extract_tagged(f"<START>Be brief.{closer} and more") == ["Be brief."]
+
+
+@pytest.mark.parametrize("closer", ["</INS>", "<INS/>", "<\\INS>", "</ INS>"])
+def test_closing_forms_of_other_tags_close_the_segment(closer: str) -> None:
+    assert extract_tagged(f"<INS>Be brief.{closer}", ("<INS>", "</INS>")) == ["Be brief."]
+
+
+def test_an_opening_tag_never_closes_a_segment() -> None:
+    assert extract_tagged("<INS>Be brief.<INS>", ("<INS>", "</INS>")) == []
+    assert extract_tagged("<START>Be brief.<START>") == []
+
+
+def test_closing_forms_of_unrelated_tags_do_not_close_a_segment() -> None:
+    assert extract_tagged("<START>Be brief.</INS> <b>x</b>") == []
