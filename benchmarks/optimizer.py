@@ -11,7 +11,8 @@ prints one JSON object, so that peak memory belongs to that benchmark alone.
   B5 quality: every preset (``--ablations``: and gpo with reflection, gpo with recency retrieval)
      on the synthetic tasks and the BBH files, several seeds: mean test accuracy, its difference
      to gpo paired over (task, seed) with the standard error of that difference, the best
-     prompt's gain over the initial one on test (mean and standard error), mean dollars per job.
+     prompt's gain over the initial one on test (mean and standard error; and its mean over the
+     built-in tasks alone), mean dollars per job.
 """
 
 from __future__ import annotations
@@ -271,12 +272,14 @@ def _quality(
     keys = sorted(rows.keys() & reference.keys())
     diff, diff_se = paired([rows[k][0] - reference[k][0] for k in keys])
     gain, gain_se = paired([r[1] for r in rows.values()])
+    builtin = [r[1] for (task, _), r in rows.items() if not task.startswith("bbh_")]
     return {
         "test_accuracy": mean(r[0] for r in rows.values()),
         "vs_gpo": diff,
         "vs_gpo_se": diff_se,
         "gain": gain,
         "gain_se": gain_se,
+        "gain_builtin": mean(builtin) if builtin else 0.0,
         "cost_usd": mean(r[2] for r in rows.values()),
         "jobs": len(rows),
     }

@@ -273,14 +273,14 @@ def print_quality(table: dict[str, Any], args: argparse.Namespace) -> None:
     )
     print(
         f"{'preset':<15} {'mean test accuracy':>19} {'vs gpo (paired SE)':>19} "
-        f"{'gain on test (SE)':>18} {'mean $ per job':>15}"
+        f"{'gain on test (SE)':>18} {'built-in':>9} {'mean $ per job':>15}"
     )
     for preset, row in sorted(table.items(), key=lambda kv: -kv[1]["test_accuracy"]):
         versus = f"{row['vs_gpo']:+.1f} ({row['vs_gpo_se']:.1f})"
         gain = f"{row['gain']:+.1f} ({row['gain_se']:.1f})"
         print(
             f"{preset:<15} {row['test_accuracy']:>18.1f}% {versus:>19} {gain:>18} "
-            f"{row['cost_usd']:>15.4f}"
+            f"{row['gain_builtin']:>+9.1f} {row['cost_usd']:>15.4f}"
         )
 
 

@@ -18,7 +18,7 @@ for a positive facet), ``P``/``N`` sum the positive/negative contributions, ``C 
 the gain from piling up instructions, each drawn conflict (two instructions that clash unless a
 third is present) costs 0.3-0.6, every word past a seeded 35-50 words costs 0.04, and ``SCALE``
 sets the size of what good instructions gain to the order the paper reports (a good prompt
-gains roughly 5-15 points over "Let's think step by step.", not 30); harmful instructions keep
+gains roughly 7-13 points over "Let's think step by step.", not 30); harmful instructions keep
 their full weight. For example ``i`` with difficulty ``d_i ~ N(0, 0.9)`` (plus a little for
 longer inputs) and noise ``e_i``:
 
@@ -37,8 +37,10 @@ noise: their score difference tells more than either score alone.
 
 Wrong answers show why they are wrong (:meth:`Landscape.symptom`): about half of them carry the
 mark of a helpful instruction the prompt lacks (drawn in proportion to its weight) or of a
-harmful one it has, as a real model's mistakes show a skipped check or a wrong format. Reading
-these outputs is how reflection can find the missing instruction (:mod:`pipeline.sim.feedback`).
+harmful one it has, as a real model's mistakes show a skipped check or a wrong format; 30 % of
+those marks point at any of the task's facets, whatever the prompt says (a mistake explained
+wrongly). Reading these outputs is how reflection can find the missing instruction
+(:mod:`pipeline.sim.feedback`), and how it can be misled.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from pipeline.sim.textnorm import NEGATORS, gauss, normalize, sigmoid, stem_phra
 
 REFERENCE_PROMPT = "Let's think step by step."
 SATURATION = 3.0
-SCALE = 0.4
+SCALE = 0.3
 DECAY = 0.45
 LENGTH_COST = 0.04
 QUIRK_SD = 0.1
@@ -65,6 +67,7 @@ NOISE_SD = 0.35
 DIFFICULTY_SD = 0.9
 TEXT_SHARE = 0.3
 SYMPTOM_RATE = 0.5
+MISLEAD = 0.3
 _MEANING_SHARE = math.sqrt(1.0 - TEXT_SHARE**2)
 _NORMAL = NormalDist()
 
@@ -229,13 +232,22 @@ class Landscape:
         return draw < self.p_correct(prompt, index)
 
     def symptom(self, prompt: str, u: float) -> str | None:
-        """What a wrong answer under ``prompt`` shows of its cause, for ``u`` uniform in [0, 1):
-        with probability ``SYMPTOM_RATE`` a facet the prompt lacks (helpful) or has (harmful),
-        drawn in proportion to its weight; otherwise None (a mistake with no visible cause)."""
-        faults = self._read(normalize(prompt)).faults
-        if u >= SYMPTOM_RATE or not faults:
+        """What a wrong answer under ``prompt`` shows of its cause, for ``u`` uniform in [0, 1).
+
+        With probability ``SYMPTOM_RATE`` it shows a facet: most often one the prompt lacks
+        (helpful) or has (harmful), drawn in proportion to its weight; a ``MISLEAD`` share of
+        the time any facet of the task, whatever the prompt says (a mistake explained wrongly).
+        Otherwise None: a mistake with no visible cause.
+        """
+        if u >= SYMPTOM_RATE:
             return None
-        target = u / SYMPTOM_RATE * sum(w for _, w in faults)
+        u /= SYMPTOM_RATE
+        if u < MISLEAD:
+            return self.facets[int(u / MISLEAD * len(self.facets))].name
+        faults = self._read(normalize(prompt)).faults
+        if not faults:
+            return None
+        target = (u - MISLEAD) / (1 - MISLEAD) * sum(w for _, w in faults)
         for name, weight in faults:
             target -= weight
             if target < 0:

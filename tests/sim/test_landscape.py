@@ -80,7 +80,7 @@ def test_relevant_prompt_beats_step_by_step_which_beats_a_distracting_one(
 ) -> None:
     for (name, _), landscape in landscapes.items():
         good, step = landscape.accuracy(GOOD[name]), landscape.accuracy(STEP)
-        assert step + 0.08 < good < step + 0.25  # the paper's order of gains, not +30 points
+        assert step + 0.05 < good < step + 0.2  # the paper's order of gains, not +30 points
         assert step > landscape.accuracy(DISTRACTING) + 0.1
 
 
@@ -88,14 +88,14 @@ def test_good_prompts_with_different_wording_also_win(
     landscapes: dict[tuple[str, int], Landscape],
 ) -> None:
     for (name, _), landscape in landscapes.items():
-        assert landscape.accuracy(OTHER_GOOD[name]) > landscape.accuracy(STEP) + 0.08
+        assert landscape.accuracy(OTHER_GOOD[name]) > landscape.accuracy(STEP) + 0.05
 
 
 def test_long_prompts_pay_a_length_penalty(landscapes: dict[tuple[str, int], Landscape]) -> None:
     for (name, _), landscape in landscapes.items():
         padded = GOOD[name] + " Please note." * 30
         assert landscape.breakdown(padded).length > 1.0
-        assert landscape.accuracy(padded) < landscape.accuracy(GOOD[name]) - 0.1
+        assert landscape.accuracy(padded) < landscape.accuracy(GOOD[name]) - 0.05  # scaled too
 
 
 def test_reference_prompt_hits_the_calibration_target() -> None:
