@@ -621,6 +621,33 @@ async def test_usage_of_one_choice_of_n_is_raised_to_what_the_texts_used() -> No
     assert budget.state().spent_tokens == done.usage.total
 
 
+async def test_usage_of_one_choice_of_n_scales_by_the_servers_own_tokens_per_character() -> None:
+    # llama.cpp's server reports the first choice's tokens; the other choices' tokens follow
+    # from their lengths at that choice's tokens per character, not from a generic floor
+    first, other = "x" * 40, "y" * 120  # 10 tokens for 40 characters: 4 characters a token
+
+    def one_choice_usage(request: ChatRequest) -> TransportReply:
+        choices = (Choice(text=first), Choice(text=other), Choice(text=other))
+        return TransportReply(choices=choices, usage=Usage(input_tokens=5, output_tokens=10))
+
+    async with open_test_gateway(FakeTransport(chat=one_choice_usage)) as gw:
+        done = await gw.chat("ep", ChatRequest.of("go", n=3, max_tokens=100))
+    assert done.usage.output_tokens == 10 + 30 + 30
+
+
+async def test_usage_of_n_choices_reported_in_full_is_not_scaled() -> None:
+    texts = ("a" * 40, "b" * 40)
+
+    def full_usage(request: ChatRequest) -> TransportReply:
+        choices = tuple(Choice(text=t) for t in texts)
+        return TransportReply(choices=choices, usage=Usage(input_tokens=5, output_tokens=20))
+
+    async with open_test_gateway(FakeTransport(chat=full_usage)) as gw:
+        done = await gw.chat("ep", ChatRequest.of("go", n=2, max_tokens=100))
+        assert gw.statistics()["ep"].usage_raised == 0
+    assert done.usage.output_tokens == 20
+
+
 async def test_usage_of_a_single_choice_is_taken_as_reported() -> None:
     def short_usage(request: ChatRequest) -> TransportReply:
         return TransportReply(

@@ -296,11 +296,21 @@ def read_timeout(config: EndpointConfig) -> ReadTimeout:
 
 
 def chat_floor(reply: TransportReply) -> Usage:
-    """The least the choices of a reply of several can have used, from their texts (some
-    servers, llama.cpp's among them, report the usage of one choice of ``n``)."""
+    """The least the choices of a reply of several can have used, from their texts.
+
+    Some servers, llama.cpp's among them, report the usage of the first choice of ``n``: a
+    count below what the texts must have used. Then every choice is counted at the first
+    one's tokens per character (the server's own tokenizer), and never below the generic
+    floor of :func:`min_text_tokens`."""
     if len(reply.choices) < 2:
         return Usage()
-    return Usage(output_tokens=min_text_tokens(tuple(c.text for c in reply.choices)))
+    texts = tuple(c.text for c in reply.choices)
+    floor = min_text_tokens(texts)
+    reported = 0 if reply.usage is None else reply.usage.output_tokens
+    first, total = len(texts[0]), sum(len(t) for t in texts)
+    if reported < floor and first:
+        floor = max(floor, -(-reported * total // first))
+    return Usage(output_tokens=floor)
 
 
 def _at_least(reported: Usage, floor: Usage, stats: StatsRecorder) -> Usage:
