@@ -85,12 +85,18 @@ def embed_args(layout: Layout, port: int) -> list[str]:
 
 
 def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
+    """Whether nothing listens on ``port`` on loopback.
+
+    Asked by connecting, not by binding: a stopped server leaves its port held by connections
+    in TIME_WAIT, which a test bind would take for a server, while llama-server (cpp-httplib
+    binds with SO_REUSEPORT) and Python's servers (SO_REUSEADDR) bind it again at once."""
+    try:
+        with socket.create_connection((HOST, port), timeout=2):
             return False
-    return True
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
 
 
 def choose_port(preferred: int, *, avoid: frozenset[int] = frozenset()) -> int:

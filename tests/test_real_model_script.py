@@ -248,6 +248,22 @@ def test_a_taken_port_is_replaced_by_a_free_one() -> None:
         assert rm.port_free(chosen)
 
 
+def test_a_port_left_in_time_wait_by_a_stopped_server_is_free_again() -> None:
+    # a server that closed its connections first leaves them in TIME_WAIT; a restarted server
+    # binds it again, so start must not move it to another port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as cpp-httplib binds
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server's side closes first: TIME_WAIT on the server's port
+        client.close()
+    assert rm.port_free(port)
+    assert rm.choose_port(port) == port
+
+
 def test_a_port_to_avoid_is_not_chosen() -> None:
     port = rm.choose_port(0)
 
