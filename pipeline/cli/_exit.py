@@ -14,3 +14,5 @@ EXIT_STORAGE = 4
 """A storage fault: the run directory could not be written (resumable once fixed)."""
 EXIT_INTERRUPTED = 130
 """Interrupted by SIGINT or SIGTERM (resumable)."""
+EXIT_BROKEN_PIPE = 141
+"""Standard output was closed by its reader (``gpo estimate ... | head``): 128 + SIGPIPE."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -16,7 +17,13 @@ from typing import Any
 import anyio
 
 from pipeline.cli import _logs as logs
-from pipeline.cli._exit import EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_INTERRUPTED, EXIT_STORAGE
+from pipeline.cli._exit import (
+    EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
+    EXIT_BUDGET,
+    EXIT_INTERRUPTED,
+    EXIT_STORAGE,
+)
 from pipeline.errors import BudgetExhausted, ConfigError, StorageError
 
 _EPILOG = """examples:
@@ -85,6 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_STORAGE
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing it at exit does not fail again on
+    the pipe its reader closed."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":
