@@ -3,24 +3,29 @@
 One ``ClientSession`` per endpoint, a connector sized to the endpoint's concurrency limit,
 orjson bodies, and a timeout read for each request (the gateway's, which follows the endpoint's
 latency: :mod:`pipeline.llm._retry`). Every aiohttp/asyncio failure is translated into the
-error tree.
+error tree. The provider batch APIs (:mod:`._batch`) run over the same request
+(:mod:`._batchflow`): OpenAI's file upload as multipart form data built in memory.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
 from pipeline.errors import ConfigError, ConnectionFailed, LLMError, NotFound, RequestTimeout
 from pipeline.llm._endpoint import EndpointConfig
 from pipeline.llm._values import ChatRequest, EmbeddingReply, EmbeddingRequest, TransportReply
+from pipeline.llm.transports._batch import BatchInfo, BatchItem, BatchResult
+from pipeline.llm.transports._batchflow import AnthropicBatches, OpenAIBatches
+from pipeline.llm.transports._batchwire_openai import Upload
 from pipeline.llm.transports._classify import error_for
 from pipeline.llm.transports._openai import OpenAIWire
 from pipeline.llm.transports._protocol import Wire
 
 _NO_ROUTE = (404, 405)
+_Payload = bytes | Upload | None
 
 
 class HttpTransport:
@@ -44,6 +49,9 @@ class HttpTransport:
             "Content-Type": "application/json",
             **wire.auth_headers(config.api_key.reveal()),
         }
+        self._batches = self._batch_flow()
+        self.batch_max_requests = self._batches.batch_max_requests
+        self.batch_max_bytes = self._batches.batch_max_bytes
 
     def __repr__(self) -> str:
         return f"HttpTransport(endpoint={self._config.name!r}, url={self._config.url!r})"
@@ -59,6 +67,37 @@ class HttpTransport:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+    def batch_item_bytes(self, item: BatchItem) -> int:
+        return self._batches.batch_item_bytes(item)
+
+    async def batch_create(self, items: Sequence[BatchItem], *, tag: str) -> BatchInfo:
+        return await self._batches.batch_create(items, tag=tag)
+
+    async def batch_get(self, batch_id: str) -> BatchInfo:
+        return await self._batches.batch_get(batch_id)
+
+    async def batch_find(self, tag: str, *, since: float) -> BatchInfo | None:
+        return await self._batches.batch_find(tag, since=since)
+
+    async def batch_results(self, info: BatchInfo) -> list[BatchResult]:
+        return await self._batches.batch_results(info)
+
+    async def batch_cancel(self, batch_id: str) -> BatchInfo:
+        return await self._batches.batch_cancel(batch_id)
+
+    def _batch_flow(self) -> OpenAIBatches | AnthropicBatches:
+        name = self._config.name
+
+        def parse(body: bytes) -> TransportReply:
+            return self._wire.parse_chat(body, {}, endpoint=name)
+
+        flow = AnthropicBatches if self._config.kind == "anthropic" else OpenAIBatches
+        return flow(self._send, parse, endpoint=name, wall_clock=self._wall_clock)
+
+    async def _send(self, method: str, path: str, payload: _Payload = None) -> bytes:
+        body, _ = await self._request(method, path, payload)
+        return body
 
     async def check(self) -> None:
         """``GET /models``: free on OpenAI-compatible servers and Anthropic alike."""
@@ -96,17 +135,19 @@ class HttpTransport:
         return await self._request("POST", path, payload)
 
     async def _request(
-        self, method: str, path: str, payload: bytes | None
+        self, method: str, path: str, payload: _Payload
     ) -> tuple[bytes, Mapping[str, str]]:
+        """One exchange; an ``Upload`` goes as multipart form data (aiohttp sets its type)."""
         name = self._config.name
         seconds = self._read_timeout()
         timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=self._config.connect_timeout_s)
+        data, sent = self._body(payload)
         try:
             async with self._session.request(
                 method,
                 self._config.url + path,
-                data=payload,
-                headers=self._headers,
+                data=data,
+                headers=sent,
                 timeout=timeout,
             ) as resp:
                 body = await resp.read()
@@ -126,6 +167,26 @@ class HttpTransport:
             body = _scrub(body, self._config.api_key.reveal())
             raise error_for(status, body, headers, endpoint=name, now=self._wall_clock())
         return body, headers
+
+    def _body(self, payload: _Payload) -> tuple[bytes | aiohttp.FormData | None, dict[str, str]]:
+        if not isinstance(payload, Upload):
+            return payload, self._headers
+        headers = {k: v for k, v in self._headers.items() if k.lower() != "content-type"}
+        return _form(payload), headers
+
+
+def _form(upload: Upload) -> aiohttp.FormData:
+    """The upload as multipart form data, in memory."""
+    form = aiohttp.FormData()
+    for name, value in upload.fields:
+        form.add_field(name, value)
+    form.add_field(
+        upload.file_field,
+        upload.content,
+        filename=upload.filename,
+        content_type=upload.content_type,
+    )
+    return form
 
 
 def _scrub(body: bytes, secret: str) -> bytes:
