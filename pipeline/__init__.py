@@ -34,6 +34,7 @@ from pipeline.errors import (
 from pipeline.llm import (
     FREE,
     AccountState,
+    BatchPolicy,
     Budget,
     Caps,
     ChatRequest,
@@ -98,6 +99,7 @@ __all__ = [
     "AccountState",
     "AuthenticationFailed",
     "BadRequest",
+    "BatchPolicy",
     "Budget",
     "BudgetExhausted",
     "BudgetUpdate",

@@ -96,7 +96,7 @@ class Call:
             max_tokens=ctx.scorer_max_tokens,
             seed=ctx.seed,
         )
-        completion = await models.chat(ctx.task_endpoint, request, job=ctx.id)
+        completion = await models.chat(ctx.task_endpoint, request, job=ctx.id, deferrable=True)
         verdict = await judge(ctx.metric, completion.text, self.example.target)
         return Outcome(
             index=self.slot[1],

@@ -17,9 +17,15 @@ class Models(Protocol):
     """Chat and embeddings on named endpoints, charged to ``job`` (None: to the run alone)."""
 
     async def chat(
-        self, endpoint: str, request: ChatRequest, *, job: str | None = None
+        self,
+        endpoint: str,
+        request: ChatRequest,
+        *,
+        job: str | None = None,
+        deferrable: bool = False,
     ) -> Completion:
-        """Exactly ``request.n`` choices."""
+        """Exactly ``request.n`` choices. ``deferrable``: the answer may wait for a provider
+        batch (evaluation's calls; the endpoint's ``batch`` mode decides)."""
         ...
 
     async def embed(

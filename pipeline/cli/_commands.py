@@ -63,6 +63,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=None,
         help="cap the run's total spend in USD (overrides [run].budget_usd)",
     )
+    run.add_argument(
+        "--cancel-batches",
+        action="store_true",
+        help="on Ctrl-C, also cancel the provider batches still running (default: leave them "
+        "running; the next run of the same run directory adopts their answers)",
+    )
     run.set_defaults(handler=_run)
     compare = sub.add_parser(
         "compare",
@@ -162,6 +168,7 @@ async def _run(args: argparse.Namespace) -> int:
     session = open_session(
         args.config, run_dir=args.run_dir, budget_usd=args.budget_usd, json=args.json
     )
+    session.cancel_batches = args.cancel_batches
     return await run_session(session)
 
 

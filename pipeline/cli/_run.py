@@ -50,6 +50,7 @@ from pipeline.config._load import (
     with_simulator_url,
 )
 from pipeline.errors import ConfigError, LLMError, StorageError
+from pipeline.llm._batchlog import open_batch_log
 from pipeline.llm._budget import Budget
 from pipeline.llm._cache import SqliteCache, open_sqlite_cache
 from pipeline.llm._gateway import Gateway, open_gateway
@@ -87,6 +88,8 @@ class Session:
     """What earlier sessions of a resumed run used (their spend is in the preloaded budget)."""
     compare: Comparing | None = None
     """Set for ``gpo compare``: the plan, the configured jobs' names, requests per job."""
+    cancel_batches: bool = False
+    """``gpo run --cancel-batches``: a stop also cancels the provider batches still open."""
 
 
 def open_session(
@@ -170,6 +173,7 @@ async def _run(session: Session) -> int:
         async with (
             open_sqlite_ledger(rundir.ledger, legacy_cache=rundir.cache) as ledger,
             open_sqlite_cache(rundir.cache) as cache,
+            open_batch_log(rundir.batches) as batch_log,
         ):
             budget = Budget(run_caps=config.budget, ledger=ledger)
             if session.compare is not None:
@@ -177,7 +181,9 @@ async def _run(session: Session) -> int:
                 session.compare.counter.inner = ledger
                 budget.ledger = session.compare.counter
             budget.preload(ledger.spent)
-            async with open_gateway(config.endpoints, budget=budget, cache=cache) as gw:
+            async with open_gateway(
+                config.endpoints, budget=budget, cache=cache, batch_log=batch_log
+            ) as gw:
                 await _preflight(gw, config)
                 return await _optimize(session, config, gw, cache, history)
 
@@ -300,6 +306,7 @@ async def _watch_signals(session: Session, gateway: Gateway, scope: anyio.Cancel
             session.interrupted = True
             log.warning("run_interrupted", signal=signal.Signals(signum).name)
             gateway.hold()
+            await _leave_batches(session, gateway)
             with anyio.move_on_after(DRAIN_TIMEOUT_S):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_cancel_on_signal, signals, tg.cancel_scope)
@@ -307,6 +314,22 @@ async def _watch_signals(session: Session, gateway: Gateway, scope: anyio.Cancel
                     tg.cancel_scope.cancel()
             scope.cancel()
             return
+
+
+async def _leave_batches(session: Session, gateway: Gateway) -> None:
+    """Provider batches still open keep running (a resume adopts them), unless the user asked
+    ``--cancel-batches``: then they are cancelled (what they answered is still billed)."""
+    if not gateway.batches_open:
+        return
+    if session.cancel_batches:
+        asked = await gateway.cancel_batches()
+        log.warning("batches_cancelled", batches=asked)
+    else:
+        log.warning(
+            "batches_left_running",
+            batches=gateway.batches_open,
+            detail="run again to adopt their answers; --cancel-batches cancels them",
+        )
 
 
 async def _cancel_on_signal(signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:

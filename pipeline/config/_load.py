@@ -51,7 +51,7 @@ from pipeline.config._sections import (
 from pipeline.errors import ConfigError
 from pipeline.llm._budget import Caps
 from pipeline.llm._endpoint import EndpointConfig
-from pipeline.runner._jobs import Job, OptimizerSettings, check_splits
+from pipeline.runner._jobs import CALL_WORKERS, Job, OptimizerSettings, check_splits
 from pipeline.sim.config import SimConfig
 from pipeline.sim.tasks import builtin_tasks
 from pipeline.tasks._data import Example, load_examples
@@ -256,10 +256,16 @@ def _defaults(
 
 
 def _settings(doc: ConfigFile, ctx: JobDefaults, at: At) -> OptimizerSettings:
+    run = given(doc.run, "max_active_jobs", "call_workers")
+    batching = [
+        e.config.batch.max_requests for e in ctx.endpoints.values() if e.config.batch.mode != "off"
+    ]
+    if batching and "call_workers" not in run:  # a batch fills only as fast as calls are asked
+        run["call_workers"] = max(CALL_WORKERS, *batching)
     return OptimizerSettings(
         strategy=parse_strategy(at, ctx.preset, ctx.knobs),
         seed=doc.run.seed,
-        **given(doc.run, "max_active_jobs", "call_workers"),
+        **run,
         **given(doc.optimizer, "scorer_max_tokens", "optimizer_max_tokens"),
     )
 

@@ -49,6 +49,8 @@ EndpointName = Annotated[
     ),
 ]
 EndpointKind = Literal["openai", "anthropic", "simulator"]
+BatchMode = Literal["off", "eval", "all"]
+BatchFallback = Literal["batch", "realtime"]
 Tags = Annotated[
     tuple[Text, Text],
     Meta(
@@ -166,6 +168,14 @@ class EndpointTable(Table, frozen=True, kw_only=True):
     price: Pricing | UnsetType = UNSET
     retry: RetryTable | UnsetType = UNSET
     anthropic_version: Text | UnsetType = UNSET
+    batch: BatchMode | UnsetType = UNSET  # the provider's batch API: pipeline.BatchPolicy
+    batch_size: Count | UnsetType = UNSET
+    batch_linger_s: NonNegative | UnsetType = UNSET
+    batch_poll_s: Positive | UnsetType = UNSET
+    batch_max_poll_s: Positive | UnsetType = UNSET
+    batch_retries: NonNegativeInt | UnsetType = UNSET
+    batch_fallback: BatchFallback | UnsetType = UNSET
+    batch_max_wait_s: Positive | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         if self.kind != "simulator" and isinstance(self.model, UnsetType):

@@ -9,6 +9,7 @@ what is checked here needs the environment or the file system.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -30,7 +31,7 @@ from pipeline.config._schema import (
 )
 from pipeline.errors import ConfigError
 from pipeline.llm._budget import Caps
-from pipeline.llm._endpoint import EndpointConfig, RetryPolicy
+from pipeline.llm._endpoint import BatchPolicy, EndpointConfig, RetryPolicy
 from pipeline.llm._pricing import FREE, Price
 from pipeline.llm._secret import Secret
 from pipeline.sim.config import SimConfig
@@ -116,6 +117,8 @@ def build_endpoint(table: EndpointTable, name: str, env: Mapping[str, str], at: 
     simulated = table.kind == "simulator"
     key_env = given(table).get("api_key_env", _DEFAULT_KEY_ENV.get(table.kind, ""))
     price = None if isinstance(table.price, UnsetType) else _price(table.price)
+    if simulated and price is not None:
+        price = _half_for_batches(price)
     retry = {} if isinstance(table.retry, UnsetType) else given(table.retry)
     base_url = SIMULATOR_URL if simulated else _base_url(table, env, at)
     try:
@@ -127,12 +130,42 @@ def build_endpoint(table: EndpointTable, name: str, env: Mapping[str, str], at: 
             api_key=Secret(env.get(key_env, "") if key_env else ""),
             price=FREE if simulated and price is None else price,  # the simulator bills nothing
             retry=RetryPolicy(**retry),
+            batch=_batch_policy(table),
             **given(table, *_LIMITS),
         )
     except ConfigError as exc:  # the tables are checked; kept as a safety net
         raise at.error(str(exc)) from None
     key_set = bool(key_env) and key_env in env
     return EndpointSpec(config=config, key_env=key_env, simulated=simulated, at=at, key_set=key_set)
+
+
+_BATCH_KEYS: Final = {
+    "batch": "mode",
+    "batch_size": "max_requests",
+    "batch_linger_s": "linger_s",
+    "batch_poll_s": "poll_s",
+    "batch_max_poll_s": "max_poll_s",
+    "batch_retries": "retries",
+    "batch_fallback": "fallback",
+    "batch_max_wait_s": "max_wait_s",
+}
+
+
+def _batch_policy(table: EndpointTable) -> BatchPolicy:
+    """The ``batch*`` keys of an endpoint table (``batch_size`` is ``max_requests``)."""
+    keys = given(table, *_BATCH_KEYS)
+    return BatchPolicy(**{_BATCH_KEYS[k]: v for k, v in keys.items()})
+
+
+def _half_for_batches(price: Price) -> Price:
+    """The simulator bills batches at half its price, as OpenAI and Anthropic do."""
+    batch_in = price.batch_input_per_mtok
+    batch_out = price.batch_output_per_mtok
+    return dataclasses.replace(
+        price,
+        batch_input_per_mtok=price.input_per_mtok / 2 if batch_in is None else batch_in,
+        batch_output_per_mtok=price.output_per_mtok / 2 if batch_out is None else batch_out,
+    )
 
 
 def _base_url(table: EndpointTable, env: Mapping[str, str], at: At) -> str:

@@ -7,6 +7,7 @@ Per call: cache and single-flight (``_cache``, ``_singleflight``) -> concurrency
 the gateway are in ``_values``; endpoint settings in ``_endpoint``; counters in ``_stats``.
 """
 
+from pipeline.llm._batchlog import BatchLog, MemoryBatchLog, open_batch_log
 from pipeline.llm._budget import AccountState, Budget, Caps, Reservation, SpendLedger
 from pipeline.llm._cache import (
     MemoryCache,
@@ -15,7 +16,7 @@ from pipeline.llm._cache import (
     SqliteCache,
     open_sqlite_cache,
 )
-from pipeline.llm._endpoint import EndpointConfig, RetryPolicy
+from pipeline.llm._endpoint import BatchPolicy, EndpointConfig, RetryPolicy
 from pipeline.llm._gateway import Gateway, open_gateway
 from pipeline.llm._ledger import SqliteLedger, open_sqlite_ledger
 from pipeline.llm._pricing import FREE, Price, lookup_price
@@ -37,6 +38,8 @@ from pipeline.llm._values import (
 __all__ = [
     "FREE",
     "AccountState",
+    "BatchLog",
+    "BatchPolicy",
     "Budget",
     "Caps",
     "ChatRequest",
@@ -48,6 +51,7 @@ __all__ = [
     "EndpointConfig",
     "EndpointStatistics",
     "Gateway",
+    "MemoryBatchLog",
     "MemoryCache",
     "Message",
     "NoCache",
@@ -63,6 +67,7 @@ __all__ = [
     "TransportReply",
     "Usage",
     "lookup_price",
+    "open_batch_log",
     "open_gateway",
     "open_sqlite_cache",
     "open_sqlite_ledger",

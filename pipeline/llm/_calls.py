@@ -32,7 +32,7 @@ from pipeline.llm._budget import Budget, Reservation
 from pipeline.llm._cache import ResponseCache
 from pipeline.llm._endpoint import EndpointConfig
 from pipeline.llm._limits import EndpointLimiter
-from pipeline.llm._pricing import FREE
+from pipeline.llm._pricing import FREE, batch_price
 from pipeline.llm._retry import ReadTimeout, delay_s
 from pipeline.llm._stats import StatsRecorder
 from pipeline.llm._tokens import min_text_tokens
@@ -102,6 +102,7 @@ class Endpoint:
         self.timeout = timeout or read_timeout(config)
         self.known_price = config.effective_price
         self.price = self.known_price or FREE  # an unknown price is shown as unknown, not $0
+        self.batch_price = batch_price(self.price, config.base_url)
         self.supports_n = config.supports_n and config.kind != "anthropic"
         self.stats = StatsRecorder(endpoint=config.name)
         self.limiter = EndpointLimiter(
@@ -133,7 +134,7 @@ class Sender:
         self.budget = budget
         self._cache = cache
         self._clock = clock
-        self._rng = rng
+        self.rng = rng
         self._idle = anyio.Event()
         self.fault: StorageError | None = None
         self._unsaved: dict[str, bytes] = {}  # answers the cache could not take after a fault
@@ -175,7 +176,7 @@ class Sender:
                         ep.stats.failures += 1
                     raise
                 last = exc
-                wait = delay_s(policy, exc, attempt, self._rng)
+                wait = delay_s(policy, exc, attempt, self.rng)
                 if isinstance(exc, RateLimited):
                     ep.limiter.pause(wait, reason="429")
                 if attempt < policy.max_attempts:  # no wait, and no retry counted, after the last
@@ -187,7 +188,7 @@ class Sender:
 
     async def _attempt(self, ep: Endpoint, job: str | None, call: Call[R], tally: Tally) -> R:
         async with ep.limiter.slot(call.cost.limiter_tokens):
-            reservation = await self._reserve(ep, job, call.cost)
+            reservation = await self.reserve(ep, job, call.cost)
             try:
                 reply = await self._timed(ep, tally, call.send)
             except LLMError as exc:
@@ -197,10 +198,10 @@ class Sender:
                 self.budget.settle_in_full(reservation)  # it may have reached the server
                 raise
             self._settle(ep, call, reservation, reply, tally)
-            await self._save(call.entries(reply))  # durable before the slot is released
+            await self.save(call.entries(reply))  # durable before the slot is released
         return reply
 
-    async def _save(self, entries: dict[str, bytes]) -> None:
+    async def save(self, entries: dict[str, bytes]) -> None:
         """Commit a paid answer; after a storage fault keep it in memory (it is not lost to
         this session, and :meth:`save_unsaved` tries once more)."""
         try:
@@ -209,7 +210,7 @@ class Sender:
             self._unsaved |= entries
             self.storage_fault(exc)
 
-    async def _reserve(self, ep: Endpoint, job: str | None, cost: Cost) -> Reservation:
+    async def reserve(self, ep: Endpoint, job: str | None, cost: Cost) -> Reservation:
         """The budget for one request about to be sent (waiting for room if others are in
         flight); the tokens/min capacity it took is given back if none is granted."""
         try:
@@ -253,7 +254,7 @@ class Sender:
             usd = reservation.pusd / 10**12
             usage = Usage(input_tokens=reservation.tokens)
         else:
-            usage = _at_least(reply.usage, call.floor(reply), ep.stats)
+            usage = at_least(reply.usage, call.floor(reply), ep.stats)
             usd = ep.price.cost(usage.input_tokens, usage.output_tokens)
             self.budget.settle(reservation, usd=usd, tokens=usage.total)
             ep.limiter.settle_tokens(call.cost.limiter_tokens, usage.total)
@@ -313,7 +314,7 @@ def chat_floor(reply: TransportReply) -> Usage:
     return Usage(output_tokens=floor)
 
 
-def _at_least(reported: Usage, floor: Usage, stats: StatsRecorder) -> Usage:
+def at_least(reported: Usage, floor: Usage, stats: StatsRecorder) -> Usage:
     """``reported``, raised to ``floor`` where a server under-reports (llama.cpp's server counts
     one choice of ``n``); each raise is counted in the endpoint's statistics."""
     usage = Usage(

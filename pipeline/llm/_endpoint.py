@@ -12,6 +12,8 @@ from pipeline.llm._pricing import Price, lookup_price
 from pipeline.llm._secret import Secret
 
 EndpointKind = Literal["openai", "anthropic"]
+BatchMode = Literal["off", "eval", "all"]
+BatchFallback = Literal["batch", "realtime"]
 TIMEOUT_S = 120.0
 """The default floor of the read timeout (see :class:`EndpointConfig`)."""
 LOCAL_TIMEOUT_S = 300.0
@@ -40,6 +42,53 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BatchPolicy:
+    """How an endpoint uses its provider's batch API (half price, answers within 24 h).
+
+    ``mode``: "off" (every call realtime), "eval" (the task model's calls of dev and test
+    evaluation go into batches), "all" (the optimizer's calls too). Requests from every job in
+    flight are coalesced: a batch is created when ``max_requests`` wait, or ``linger_s`` after
+    the first one came (whichever is first). A batch is polled every ``poll_s``, backing off by
+    half each time up to ``max_poll_s``. A batch that fails or expires, and the requests that
+    failed inside a completed batch, are sent again up to ``retries`` times, in a new batch
+    (``fallback = "batch"``) or as realtime calls (``"realtime"``). A batch not ended after
+    ``max_wait_s`` is cancelled, its unanswered requests go realtime, and so does the rest of
+    the run on this endpoint (None: wait out the provider's 24 h window).
+    """
+
+    mode: BatchMode = "off"
+    max_requests: int = 5000
+    linger_s: float = 2.0
+    poll_s: float = 2.0
+    max_poll_s: float = 60.0
+    retries: int = 2
+    fallback: BatchFallback = "batch"
+    max_wait_s: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.mode in ("off", "eval", "all"), "batch", "'off', 'eval' or 'all'", self.mode)
+        _require(self.max_requests >= 1, "batch_size", ">= 1", self.max_requests)
+        _require(self.linger_s >= 0, "batch_linger_s", ">= 0", self.linger_s)
+        _require(self.poll_s > 0, "batch_poll_s", "> 0", self.poll_s)
+        _require(
+            self.max_poll_s >= self.poll_s, "batch_max_poll_s", ">= batch_poll_s", self.max_poll_s
+        )
+        _require(self.retries >= 0, "batch_retries", ">= 0", self.retries)
+        _require(
+            self.fallback in ("batch", "realtime"),
+            "batch_fallback",
+            "'batch' or 'realtime'",
+            self.fallback,
+        )
+        wait = self.max_wait_s
+        _require(wait is None or wait > 0, "batch_max_wait_s", "> 0 or unset", wait)
+
+    def batches(self, deferrable: bool) -> bool:
+        """Whether a call goes into a batch: every call with "all", evaluation's with "eval"."""
+        return self.mode == "all" or (self.mode == "eval" and deferrable)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EndpointConfig:
     """One model endpoint: where it is, what it costs and how hard it may be driven.
 
@@ -56,7 +105,8 @@ class EndpointConfig:
     ``max_timeout_s``, by default 600 s (never below the floor). ``max_timeout_s = timeout_s``
     makes the timeout fixed. ``supports_n = False`` asks for one choice per request; an endpoint
     that answers a request for ``n`` choices with a 400 naming ``n`` (llama.cpp's server with
-    fewer slots than ``n``) is switched to that for the rest of the gateway's life.
+    fewer slots than ``n``) is switched to that for the rest of the gateway's life. ``batch``:
+    whether and how the provider's batch API is used (:class:`BatchPolicy`).
     """
 
     name: str
@@ -75,6 +125,7 @@ class EndpointConfig:
     default_max_tokens: int = 1024
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     anthropic_version: str = "2023-06-01"
+    batch: BatchPolicy = field(default_factory=BatchPolicy)
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "name", "a non-empty string", self.name)

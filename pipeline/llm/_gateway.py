@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import time
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import anyio
 import orjson
+from anyio.abc import TaskGroup
 
 from pipeline._log import get_logger
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import (
+    BadRequest,
     ChoicesRefused,
     ConfigError,
     MalformedResponse,
@@ -27,6 +32,8 @@ from pipeline.errors import (
     RetriesExhausted,
     StorageError,
 )
+from pipeline.llm._batcher import Batcher, Pending
+from pipeline.llm._batchlog import BatchLog, JournaledBatch, MemoryBatchLog
 from pipeline.llm._budget import Budget
 from pipeline.llm._cache import MemoryCache, ResponseCache, cache_key, request_digest, sample_key
 from pipeline.llm._calls import (
@@ -57,6 +64,7 @@ from pipeline.llm._values import (
     TransportReply,
     Usage,
 )
+from pipeline.llm.transports._batch import BatchTransport
 from pipeline.llm.transports._protocol import Transport
 
 log = get_logger("gpo.gateway")
@@ -81,6 +89,9 @@ class Gateway:
         self._clock = clock
         self._sender = Sender(budget=budget, cache=cache, clock=clock, rng=rng)
         self._chat_flights: SingleFlight[Completion] = SingleFlight()
+        self._batchers: dict[str, Batcher] = {}
+        self._adopted: dict[str, Pending] = {}  # cache key -> its request in an adopted batch
+        self._journal_left: list[JournaledBatch] = []
 
     @property
     def fault(self) -> StorageError | None:
@@ -125,11 +136,27 @@ class Gateway:
             except NotFound:
                 log.info("preflight_without_models", endpoint=name)
             await transport.check_route()
+            await self._check_batches(name)
+
+    async def _check_batches(self, name: str) -> None:
+        """An endpoint in batch mode lists its batches (free): ``ConfigError`` if it has no
+        batch API, before anything is spent."""
+        batcher = self._batchers.get(name)
+        if batcher is None or self._endpoint(name).config.batch.mode == "off":
+            return
+        try:
+            await batcher.transport.batch_find("gpo-preflight", since=time.time())
+        except (NotFound, BadRequest) as exc:
+            raise ConfigError(
+                f'endpoint {name!r} has no batch API ({exc}); set batch = "off" for it'
+            ) from None
 
     def hold(self) -> None:
         """Start no new HTTP request on any endpoint (requests in flight go on)."""
         for ep in self._endpoints.values():
             ep.limiter.hold()
+        for batcher in self._batchers.values():
+            batcher.hold()
 
     def storage_fault(self, fault: StorageError) -> None:
         """Record a storage fault (the first one wins): from now on every request that was not
@@ -154,10 +181,26 @@ class Gateway:
     def limiter(self, endpoint: str) -> EndpointLimiter:
         return self._endpoint(endpoint).limiter
 
+    @property
+    def batches_open(self) -> int:
+        """Provider batches created and not ended, over every endpoint."""
+        return sum(len(b.open) for b in self._batchers.values())
+
+    async def cancel_batches(self) -> int:
+        """Ask the providers to cancel every batch still open; how many were asked."""
+        return sum([await b.cancel_open() for b in self._batchers.values()])
+
     async def chat(
-        self, endpoint: str, request: ChatRequest, *, job: str | None = None
+        self,
+        endpoint: str,
+        request: ChatRequest,
+        *,
+        job: str | None = None,
+        deferrable: bool = False,
     ) -> Completion:
-        """Exactly ``request.n`` choices, from the cache where possible, else from the endpoint."""
+        """Exactly ``request.n`` choices, from the cache where possible, else from the endpoint.
+        ``deferrable``: the call may wait for a provider batch (evaluation's calls), which it
+        does where the endpoint's ``batch`` mode says so."""
         ep = self._endpoint(endpoint)
         ep.stats.calls += 1
         req = request.with_(
@@ -167,7 +210,8 @@ class Gateway:
         digest = request_digest(chat_identity(ep.config.kind, req))
         try:
             completion, shared = await self._chat_flights.run(
-                sample_key(digest, -req.n), lambda: self._chat(ep, req, digest, job)
+                sample_key(digest, -req.n),
+                lambda: self._chat(ep, req, digest, job, deferrable),
             )
         except StorageError as exc:
             self.storage_fault(exc)
@@ -229,21 +273,26 @@ class Gateway:
         return entries(await self._sender.send(ep, job, call, tally))
 
     async def _chat(
-        self, ep: Endpoint, req: ChatRequest, digest: str, job: str | None
+        self, ep: Endpoint, req: ChatRequest, digest: str, job: str | None, deferrable: bool
     ) -> Completion:
         start = self._clock.now()
         keys = [sample_key(digest, i) for i in range(req.n)]
+        await self._adoptions(keys)
         found = await self._sender.lookup(keys)
         choices: list[Choice | None] = [decode_choice(found.get(k)) for k in keys]
         tally = Tally()
         missing = [i for i, c in enumerate(choices) if c is None]
         if not missing:
             ep.stats.cache_hits += 1
+        batcher = self._batchers.get(ep.name) if ep.config.batch.batches(deferrable) else None
         while missing:
-            got = await self._fetch(ep, req, missing, keys, job, tally)
+            if batcher is not None and not batcher.realtime:
+                got = await self._fetch_batched(ep, batcher, req, missing, keys, job, tally)
+            else:
+                got = await self._fetch(ep, req, missing, keys, job, tally)
             for i, choice in got.items():
                 choices[i] = choice
-            missing = missing[len(got) :]
+            missing = [i for i in missing if choices[i] is None]
         return Completion(
             choices=tuple(c for c in choices if c is not None),
             usage=tally.usage,
@@ -302,6 +351,109 @@ class Gateway:
             ep.stats.n_split_requests += 1
         return dict(zip(missing, reply.choices[:want], strict=False))
 
+    def add_batchers(self, journal: BatchLog) -> None:
+        """A batcher for each endpoint in batch mode, or with batches an earlier session left
+        open in ``journal``; ``ConfigError`` for batch mode on a transport without batches."""
+        self._journal_left = journal.unfinished()
+        run_tag = f"gpo-{uuid.uuid4().hex[:16]}"
+        for name, ep in self._endpoints.items():
+            mine = any(b.endpoint == name for b in self._journal_left)
+            if ep.config.batch.mode == "off" and not mine:
+                continue
+            if not isinstance(ep.transport, BatchTransport):
+                if ep.config.batch.mode != "off":
+                    raise ConfigError(f"endpoint {name!r}: its transport has no batch API")
+                continue
+            self._batchers[name] = Batcher(
+                ep,
+                ep.transport,
+                sender=self._sender,
+                journal=journal,
+                clock=self._clock,
+                run_tag=run_tag,
+            )
+
+    def start_batches(self, tg: TaskGroup) -> None:
+        """Run the batchers in ``tg``, and adopt the batches left open (their keys wait for
+        them, not for new calls)."""
+        for batcher in self._batchers.values():
+            batcher.start(tg)
+        for batch in self._journal_left:
+            adopter = self._batchers.get(batch.endpoint)
+            if adopter is None:
+                log.warning("batch_orphaned", endpoint=batch.endpoint, batch=batch.batch_id)
+                continue
+            for pending in adopter.recover(batch):
+                self._adopted |= dict.fromkeys(pending.keys, pending)
+
+    async def _adoptions(self, keys: list[str]) -> None:
+        """Wait for the adopted batches that will answer any of ``keys`` (after a resume)."""
+        for key in keys:
+            pending = self._adopted.get(key)
+            if pending is not None:
+                await pending.done.wait()
+                self._adopted.pop(key, None)
+
+    async def _fetch_batched(
+        self,
+        ep: Endpoint,
+        batcher: Batcher,
+        req: ChatRequest,
+        missing: list[int],
+        keys: list[str],
+        job: str | None,
+        tally: Tally,
+    ) -> dict[int, Choice]:
+        """The missing samples from provider batches: one request for all of them (one per
+        sample where the endpoint has no ``n``), each reserved at the batch price and queued;
+        a request the batcher resolves as "realtime" is sent realtime here."""
+        groups = [missing] if ep.supports_n else [[i] for i in missing]
+        got: dict[int, Choice] = {}
+        errors: list[Exception] = []
+
+        async def one(group: list[int]) -> None:
+            try:
+                got.update(await self._batched_group(ep, batcher, req, group, keys, job, tally))
+            except Exception as exc:  # raised as is below, not in an exception group
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for group in groups:
+                tg.start_soon(one, group)
+        if errors:
+            raise errors[0]
+        return got
+
+    async def _batched_group(
+        self,
+        ep: Endpoint,
+        batcher: Batcher,
+        req: ChatRequest,
+        group: list[int],
+        keys: list[str],
+        job: str | None,
+        tally: Tally,
+    ) -> dict[int, Choice]:
+        sub = req.with_(n=len(group), seed=sample_seed(req.seed, group[0]))
+        assert sub.max_tokens is not None
+        input_max = max_input_tokens(sub.messages)
+        output_max = sub.n * sub.max_tokens
+        cost = Cost(ep.batch_price.cost(input_max, output_max), input_max + output_max, 0)
+        reservation = await self._sender.reserve(ep, job, cost)
+        pending = Pending(
+            request=sub, keys=tuple(keys[i] for i in group), job=job, reservation=reservation
+        )
+        tally.attempts += 1
+        await batcher.send(pending)
+        if pending.error is not None:
+            raise pending.error
+        if pending.realtime or pending.reply is None:
+            return await self._fetch(ep, req, group, keys, job, tally)
+        tally.usage = tally.usage + pending.usage
+        tally.cost_usd += pending.usd
+        tally.requests += 1
+        return dict(zip(group, pending.reply.choices, strict=False))
+
     def _endpoint(self, name: str) -> Endpoint:
         try:
             return self._endpoints[name]
@@ -319,8 +471,11 @@ async def open_gateway(
     clock: Clock | None = None,
     rng: random.Random | None = None,
     transports: Mapping[str, Transport] | None = None,
+    batch_log: BatchLog | None = None,
 ) -> AsyncIterator[Gateway]:
-    """Open every endpoint's transport (HTTP unless given in ``transports``); close them on exit."""
+    """Open every endpoint's transport (HTTP unless given in ``transports``); close them on exit.
+    ``batch_log``: where provider batches are journaled (a run directory's ``batches.sqlite``;
+    default: memory, which a new session cannot resume); its unfinished batches are adopted."""
     names = [e.name for e in endpoints]
     if len(set(names)) != len(names):
         raise ConfigError(f"endpoint names must be unique, found {names}")
@@ -335,13 +490,25 @@ async def open_gateway(
             runtime[config.name] = Endpoint(config, transport, clock, timeout)
         budget = budget if budget is not None else Budget()
         check_prices(runtime.values(), budget)
-        yield Gateway(
+        gateway = Gateway(
             runtime,
             budget=budget,
             cache=cache if cache is not None else MemoryCache(),
             clock=clock,
             rng=rng or random.Random(),
         )
+        gateway.add_batchers(batch_log or MemoryBatchLog())
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as tg:
+            gateway.start_batches(tg)
+            try:
+                yield gateway
+            except BaseException as exc:  # raised as is below, not in an exception group
+                failure = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
 
 
 async def _open_http(config: EndpointConfig, read: ReadTimeout) -> Transport:

@@ -10,11 +10,13 @@ is never taken as zero: a USD cap cannot be enforced with it, so such runs are r
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 _PRICES_PACKAGE = "genai-prices"
 
@@ -161,3 +163,29 @@ def _tier_rate(prices: Any, key: str, start: int) -> float:
 def _differs(batch: float | None, standard: Any, key: str) -> float | None:
     """The batch rate, where the database has one that is not just the standard rate."""
     return None if batch is None or batch == _rate(standard, key) else batch
+
+
+HALF_PRICE_HOSTS = ("api.openai.com", "api.anthropic.com")
+"""Providers whose batch APIs bill every model at half the realtime rates."""
+
+
+def batch_price(price: Price, base_url: str) -> Price:
+    """What a request costs in a provider batch: the price source's batch rates where it has
+    them; else half the realtime rates at a provider known to bill batches so (OpenAI,
+    Anthropic); else the realtime rates, so that spend is never under-counted."""
+    half = urlsplit(base_url).hostname in HALF_PRICE_HOSTS
+    factor = 0.5 if half else 1.0
+    batch_in, batch_out = price.batch_input_per_mtok, price.batch_output_per_mtok
+    if batch_in is None and batch_out is None and factor == 1.0:
+        return price
+    rate_in = price.input_per_mtok * factor if batch_in is None else batch_in
+    rate_out = price.output_per_mtok * factor if batch_out is None else batch_out
+    scale_in = rate_in / price.input_per_mtok if price.input_per_mtok else factor
+    scale_out = rate_out / price.output_per_mtok if price.output_per_mtok else factor
+    return dataclasses.replace(
+        price,
+        input_per_mtok=rate_in,
+        output_per_mtok=rate_out,
+        tiers=tuple((start, i * scale_in, o * scale_out) for start, i, o in price.tiers),
+        source=f"{price.source}, batch",
+    )

@@ -34,6 +34,16 @@ class EndpointStatistics:
     """Answered requests for one choice of a call that wanted several (the endpoint split, or it
     has no ``n``: ``supports_n = false``, Anthropic)."""
     in_flight: int
+    batches: int = 0
+    """Provider batches created (the batch API: ``EndpointConfig.batch``)."""
+    batch_requests: int = 0
+    """Requests answered in provider batches (adopted batches' included)."""
+    batches_adopted: int = 0
+    """Batches of an earlier session polled again, or found by their tag, after a resume."""
+    batch_retries: int = 0
+    """Requests sent again after their batch failed or expired, or they failed in it."""
+    batch_realtime: int = 0
+    """Requests meant for a batch that went realtime (fallback, or ``max_wait_s`` passed)."""
     read_timeout_s: float
     """The timeout the endpoint's next request gets (it follows the latency: see
     :class:`~pipeline.llm.EndpointConfig`)."""
@@ -63,6 +73,11 @@ class StatsRecorder:
     usage_raised_tokens: int = 0
     n_split: bool = False
     n_split_requests: int = 0
+    batches: int = 0
+    batch_requests: int = 0
+    batches_adopted: int = 0
+    batch_retries: int = 0
+    batch_realtime: int = 0
     retries: Counter[str] = field(default_factory=Counter)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
 
@@ -94,6 +109,11 @@ class StatsRecorder:
             n_split=self.n_split,
             n_split_requests=self.n_split_requests,
             in_flight=self.in_flight,
+            batches=self.batches,
+            batch_requests=self.batch_requests,
+            batches_adopted=self.batches_adopted,
+            batch_retries=self.batch_retries,
+            batch_realtime=self.batch_realtime,
             read_timeout_s=read_timeout_s,
             latency_p50_s=_percentile(ordered, 0.50),
             latency_p95_s=_percentile(ordered, 0.95),

@@ -63,6 +63,11 @@ class RunDir:
         return self.path / "ledger.sqlite"
 
     @property
+    def batches(self) -> Path:
+        """The journal of provider batches (``pipeline.llm._batchlog``)."""
+        return self.path / "batches.sqlite"
+
+    @property
     def logs(self) -> Path:
         return self.path / "logs.jsonl"
 

@@ -60,6 +60,10 @@ class Job:
             )
 
 
+CALL_WORKERS = 128
+"""The default number of concurrent task-model calls of the evaluation fan-out."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OptimizerSettings:
     """Run-wide knobs. ``max_active_jobs`` bounds the jobs in the cycle (each with one step in
@@ -69,7 +73,7 @@ class OptimizerSettings:
     seed: int = 0
     max_active_jobs: int = 64
     buffer_size: int = 16
-    call_workers: int = 128
+    call_workers: int = CALL_WORKERS
     scorer_max_tokens: int = 512
     optimizer_max_tokens: int = 512
     event_buffer: int = 10_000

@@ -157,8 +157,14 @@ class Models:
         self.asked: list[tuple[str, str | None]] = []
 
     async def chat(
-        self, endpoint: str, request: ChatRequest, *, job: str | None = None
+        self,
+        endpoint: str,
+        request: ChatRequest,
+        *,
+        job: str | None = None,
+        deferrable: bool = False,
     ) -> Completion:
+        assert deferrable  # evaluation's calls may wait for a provider batch
         self.asked.append((endpoint, job))
         choice = answer(request).choices[0]
         return Completion(
