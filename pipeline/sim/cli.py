@@ -25,6 +25,7 @@ _EXAMPLES = """examples:
   gpo sim --port 8000                              serve on http://127.0.0.1:8000/v1
   gpo sim --port 8000 --rpm 600 --latency-ms 50    with a rate limit and latency
   gpo sim --faults '429=0.05,reset=0.01'           with injected faults
+  gpo sim --batch-delay-s 5 --batch-error-rate 0.1 batches done in 5 s, 10 % of requests erroring
 """
 
 
@@ -95,6 +96,10 @@ def _config(args: argparse.Namespace) -> SimConfig:
         faults=faults,
         task_paths=tuple(args.tasks),
         burst_s=args.burst_s,
+        batch_delay_s=args.batch_delay_s,
+        batch_expire_s=args.batch_expire_s,
+        batch_fail_rate=args.batch_fail_rate,
+        batch_error_rate=args.batch_error_rate,
     )
 
 
@@ -115,6 +120,36 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--faults", default="", help="fault spec, e.g. '429=0.05,reset=0.01,quota'")
     add("--tasks", nargs="*", default=[], metavar="PATH", help="task files for the answers")
     add("--burst-s", type=float, default=1.0, help="bucket size in seconds of refill (default: 1)")
+    _add_batch_arguments(parser)
+
+
+def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the batch APIs (``SimConfig.batch_*``)."""
+    add = parser.add_argument
+    add(
+        "--batch-delay-s",
+        type=float,
+        default=1.0,
+        help="seconds from creating a batch to its completion (default: %(default)s)",
+    )
+    add(
+        "--batch-expire-s",
+        type=float,
+        default=86_400.0,
+        help="seconds after which an unfinished batch expires (default: %(default)s)",
+    )
+    add(
+        "--batch-fail-rate",
+        type=float,
+        default=0.0,
+        help="share of batches that fail validation (default: 0)",
+    )
+    add(
+        "--batch-error-rate",
+        type=float,
+        default=0.0,
+        help="share of batched requests that error with a 500 (default: 0)",
+    )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,17 @@ class SimConfig:
     faults: FaultSpec = field(default_factory=FaultSpec)
     task_paths: tuple[str, ...] = ()
     burst_s: float = 1.0
+    batch_delay_s: float = 1.0
+    """Seconds from creating a batch to its completion (its requests run over the first 90 %,
+    then it finalizes); small by default so demos and tests are quick."""
+    batch_expire_s: float = 86_400.0
+    """Seconds after which a batch that is not done expires: its unfinished requests become
+    expired ones (24 h, the providers' completion window)."""
+    batch_fail_rate: float = 0.0
+    """The share of (valid) batches that fail validation: OpenAI's ``failed``; at Anthropic, a
+    batch that ends at once with every request errored."""
+    batch_error_rate: float = 0.0
+    """The share of batched requests that error with a 500 (the rest of the batch completes)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -40,3 +51,11 @@ class SimConfig:
             raise ValueError(f"latency_sigma: expected a number >= 0, got {self.latency_sigma!r}")
         if not (math.isfinite(self.burst_s) and self.burst_s > 0):
             raise ValueError(f"burst_s: expected a number > 0, got {self.burst_s!r}")
+        if not (math.isfinite(self.batch_delay_s) and self.batch_delay_s >= 0):
+            raise ValueError(f"batch_delay_s: expected a number >= 0, got {self.batch_delay_s!r}")
+        if not (math.isfinite(self.batch_expire_s) and self.batch_expire_s > 0):
+            raise ValueError(f"batch_expire_s: expected a number > 0, got {self.batch_expire_s!r}")
+        for name in ("batch_fail_rate", "batch_error_rate"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 1):
+                raise ValueError(f"{name}: expected a number in 0..1, got {value!r}")

@@ -4,18 +4,22 @@ Routes: ``POST /v1/chat/completions``, ``POST /v1/embeddings`` and ``GET /v1/mod
 through: API key check -> body validation (400) -> quota fault -> rate limits (429 with OpenAI's
 headers) -> latency -> error faults (429, 5xx, connection reset) -> the answer, which a fault may
 shorten (fewer choices, no usage, a truncated body). Everything is seeded by ``SimConfig.seed``.
+
+The batch APIs, answered by the same :class:`pipeline.sim.answer.Answerer` without the rate
+limits, latency or faults: OpenAI's ``/v1/files`` and ``/v1/batches``
+(:mod:`pipeline.sim.batch_openai`) and Anthropic's ``/v1/messages/batches``
+(:mod:`pipeline.sim.batch_anthropic`, whose errors have Anthropic's shape). ``GET /_sim/stats``
+(the simulator's own) returns :class:`SimStats` as JSON, for a benchmark in another process.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import orjson
@@ -24,6 +28,11 @@ from aiohttp.typedefs import Handler
 
 from pipeline._log import get_logger
 from pipeline.sim import tokens
+from pipeline.sim.answer import Answerer, derive
+from pipeline.sim.answer import Replier as Replier  # re-exported: its old home
+from pipeline.sim.batch_anthropic import AnthropicBatches, anthropic_error
+from pipeline.sim.batch_openai import OpenAIBatches
+from pipeline.sim.batches import BatchBook, NotFound
 from pipeline.sim.brain import Brain
 from pipeline.sim.config import SimConfig as SimConfig  # re-exported: its old home
 from pipeline.sim.embed import EmbeddingRequest, embedding_payload, parse_embedding_request
@@ -37,6 +46,7 @@ from pipeline.sim.faults import (
 )
 from pipeline.sim.limits import DEFAULT_COMPLETION_TOKENS, Clock, RateLimiter
 from pipeline.sim.requests import ChatRequest, parse_chat
+from pipeline.sim.stats import SimStats as SimStats  # re-exported: its old home
 
 CHAT_MODEL = "sim-1"
 EMBED_MODEL = "sim-embed-1"
@@ -47,38 +57,13 @@ INVALID_API_KEY = "sk-invalid"
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 MODELS_PATH = "/v1/models"
+STATS_PATH = "/_sim/stats"
+"""The simulator's own route: :class:`SimStats` as JSON (not part of any provider's API)."""
+ANTHROPIC_PREFIX = "/v1/messages"
 _LIMITED_PATHS = frozenset({CHAT_PATH, EMBEDDINGS_PATH})
 _MODELS_CREATED = 1_700_000_000
 _MAX_BODY_BYTES = 64 * 2**20
 _SHUTDOWN_TIMEOUT_S = 2.0
-
-
-class Replier(Protocol):
-    """What :class:`pipeline.sim.brain.Brain` offers: the text of one choice."""
-
-    def reply(
-        self, messages: Sequence[tuple[str, str]], *, temperature: float, rng: random.Random
-    ) -> str: ...
-
-
-@dataclass(kw_only=True)
-class SimStats:
-    """Counters of what reached the simulator and what it sent back."""
-
-    requests: Counter[str] = field(default_factory=Counter)
-    """Requests received, by path (e.g. ``"/v1/chat/completions"``)."""
-    responses: Counter[int] = field(default_factory=Counter)
-    """Responses sent, by status (a connection reset sends none)."""
-    rate_limited: int = 0
-    """429s sent by the rate limiter (injected 429s count under ``faults["429"]``)."""
-    faults: Counter[str] = field(default_factory=Counter)
-    """Faults injected, by kind (``"429"``, ``"reset"``, ``"truncate"``, ``"quota"``...)."""
-    choices_served: int = 0
-    """Chat choices generated and sent."""
-    billed_input_tokens: int = 0
-    billed_output_tokens: int = 0
-    """What the chat answers it generated would bill (whether or not they arrived whole): the
-    ground truth of what a client spent, for tests of its ledger."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,6 +129,9 @@ def build_app(service: _Service) -> web.Application:
     app.router.add_post(CHAT_PATH, service.chat)
     app.router.add_post(EMBEDDINGS_PATH, service.embeddings)
     app.router.add_get(MODELS_PATH, service.models)
+    app.router.add_get(STATS_PATH, service.stats_route)
+    OpenAIBatches(service.batches).add_routes(app)
+    AnthropicBatches(service.batches).add_routes(app)
     return app
 
 
@@ -154,23 +142,22 @@ class _Service:
         self.config = config
         self.stats = SimStats()
         self.log = get_logger("gpo.sim").bind(component="sim")
-        self._brain = brain
+        self._answerer = Answerer(brain, seed=config.seed)
+        self.batches = BatchBook(config, answerer=self._answerer, stats=self.stats, clock=clock)
         self._limiter = RateLimiter(
             rpm=config.rpm, tpm=config.tpm, burst_s=config.burst_s, clock=clock
         )
-        self._faults = FaultInjector(config.faults, random.Random(_derive(config.seed, "faults")))
-        latency_rng = random.Random(_derive(config.seed, "latency"))
+        self._faults = FaultInjector(config.faults, random.Random(derive(config.seed, "faults")))
+        latency_rng = random.Random(derive(config.seed, "latency"))
         self._latency = Latency(
             mean_s=config.latency_ms / 1000, rng=latency_rng, sigma=config.latency_sigma
         )
-        self._sample_rng = random.Random(_derive(config.seed, "sample"))
-        self._id_rng = random.Random(_derive(config.seed, "ids"))
-        self._fingerprint = f"fp_{_derive(config.seed, 'fingerprint') % 16**10:010x}"
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Count the call, check the key, turn errors into OpenAI bodies, add limit headers."""
-        self.stats.requests[request.path] += 1
+        """Count the call, check the key, turn errors into API bodies, add limit headers."""
+        resource = request.match_info.route.resource
+        self.stats.requests[resource.canonical if resource is not None else request.path] += 1
         response = await self._guarded(request, handler)
         if request.path in _LIMITED_PATHS:
             for name, value in self._limiter.headers().items():
@@ -180,16 +167,18 @@ class _Service:
         return response
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if _api_key(request) == INVALID_API_KEY:
+        shape = "anthropic" if request.path.startswith(ANTHROPIC_PREFIX) else "openai"
+        if INVALID_API_KEY in (_api_key(request), request.headers.get("x-api-key")):
             message = "Incorrect API key provided: sk-inv***lid (simulated)."
-            return _error_response(401, message, code="invalid_api_key")
+            return _error(shape, 401, message, code="invalid_api_key")
         try:
             return await handler(request)
         except InvalidRequest as exc:
-            return _error_response(400, str(exc), param=exc.param)
+            return _error(shape, 400, str(exc), param=exc.param)
+        except NotFound as exc:
+            return _error(shape, 404, str(exc))
         except web.HTTPException as exc:
-            message = f"{exc.reason} ({request.method} {request.path})"
-            return _error_response(exc.status, message)
+            return _error(shape, exc.status, f"{exc.reason} ({request.method} {request.path})")
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions``."""
@@ -207,6 +196,10 @@ class _Service:
     def _embed_payload(self, embedding: EmbeddingRequest) -> dict[str, Any]:
         self.stats.billed_input_tokens += embedding.tokens
         return embedding_payload(embedding)
+
+    async def stats_route(self, request: web.Request) -> web.StreamResponse:
+        """``GET /_sim/stats``: every counter of :class:`SimStats` as JSON."""
+        return _json_response(200, self.stats.as_json())
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/models``."""
@@ -278,36 +271,11 @@ class _Service:
         served = self._faults.fewer(chat.n)
         if served < chat.n:
             self._count_fault("fewer_choices")
-        choices = [self._generate(chat, index) for index in range(served)]
+        answer = self._answerer.answer(chat, served=served)
         self.stats.choices_served += served
-        completion = sum(tokens.count_tokens(text) for text, _ in choices)
-        prompt = tokens.count_prompt_tokens(chat.messages)
-        self.stats.billed_input_tokens += prompt
-        self.stats.billed_output_tokens += completion
-        return {
-            "id": f"chatcmpl-{self._id_rng.getrandbits(96):024x}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": chat.model,
-            "system_fingerprint": self._fingerprint,
-            "choices": [_choice(index, *choice) for index, choice in enumerate(choices)],
-            "usage": tokens.usage(prompt, completion),
-        }
-
-    def _generate(self, chat: ChatRequest, index: int) -> tuple[str, str]:
-        rng = self._rng_for(chat, index)
-        text = self._brain.reply(chat.messages, temperature=chat.temperature, rng=rng)
-        text = tokens.cut_at_stop(text, chat.stop)
-        if chat.max_tokens is not None and tokens.count_tokens(text) > chat.max_tokens:
-            return tokens.truncate_tokens(text, chat.max_tokens), "length"
-        return text, "stop"
-
-    def _rng_for(self, chat: ChatRequest, index: int) -> random.Random:
-        if chat.seed is None and chat.temperature > 0:
-            return random.Random(self._sample_rng.getrandbits(64))
-        choice = 0 if chat.temperature == 0 else index
-        digest = hashlib.sha256(orjson.dumps(chat.messages)).hexdigest()
-        return random.Random(_derive(self.config.seed, chat.seed, choice, digest))
+        self.stats.billed_input_tokens += answer.prompt_tokens
+        self.stats.billed_output_tokens += answer.completion_tokens
+        return self._answerer.chat_completion(chat, answer)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -326,11 +294,6 @@ def _api_key(request: web.Request) -> str | None:
     return key.strip() if scheme.lower() == "bearer" else None
 
 
-def _choice(index: int, text: str, finish_reason: str) -> dict[str, Any]:
-    message = {"role": "assistant", "content": text, "refusal": None}
-    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
-
-
 def _json_response(
     status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -339,14 +302,17 @@ def _json_response(
     )
 
 
+def _error(
+    shape: str, status: int, message: str, *, param: str | None = None, code: str | None = None
+) -> web.Response:
+    """An error in the API's shape: Anthropic's under ``/v1/messages``, OpenAI's elsewhere."""
+    if shape == "anthropic":
+        return anthropic_error(status, message)
+    return _error_response(status, message, param=param, code=code)
+
+
 def _error_response(
     status: int, message: str, *, param: str | None = None, code: str | None = None
 ) -> web.Response:
     body = error_body(message, param=param, code=code)
     return web.Response(status=status, body=body, content_type="application/json")
-
-
-def _derive(*parts: object) -> int:
-    """A stable 64-bit seed from ``parts`` (hashlib, not the salted built-in ``hash``)."""
-    material = "\x1f".join(map(str, parts)).encode("utf-8")
-    return int.from_bytes(hashlib.sha256(material).digest()[:8], "big")
