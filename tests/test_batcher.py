@@ -128,6 +128,16 @@ async def test_a_full_queue_becomes_a_batch_at_once_and_the_rest_another() -> No
     assert [len(b.items) for b in provider.batches] == [10, 10]
 
 
+async def test_a_batch_stays_within_the_providers_byte_limit() -> None:
+    provider = FakeBatchProvider(batch_max_bytes=1000)  # about 4 requests of ~210 bytes
+    async with gateway(provider) as gw:
+        await ask_all(gw, 10)
+    sizes = [sum(provider.batch_item_bytes(i) for i in b.items) for b in provider.batches]
+    assert len(provider.batches) >= 3
+    assert all(size <= 950 for size in sizes)
+    assert sum(len(b.items) for b in provider.batches) == 10
+
+
 async def test_n_choices_go_as_one_request_or_one_per_choice_without_n() -> None:
     provider = FakeBatchProvider()
     request = ChatRequest.of("pick", max_tokens=8, n=3, seed=2)

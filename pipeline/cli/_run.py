@@ -349,6 +349,8 @@ def stats_event(gateway: Gateway, compare: Comparing | None = None) -> dict[str,
     endpoints = {
         name: {
             "requests": s.requests,
+            "batches": s.batches,
+            "batch_requests": s.batch_requests,
             "rate_limited": s.rate_limited,
             "retries": s.retries_total,
             "cost_usd": s.cost_usd,
@@ -384,7 +386,9 @@ def previous_totals(events: list[dict[str, Any]]) -> RunTotals:
 def _totals_of_sample(event: dict[str, Any]) -> RunTotals:
     rows = [r for r in event.get("endpoints", {}).values() if isinstance(r, dict)]
     return RunTotals(
-        calls=sum(int(r.get("requests", 0)) for r in rows),
+        calls=sum(int(r.get("requests", 0)) + int(r.get("batch_requests", 0)) for r in rows),
+        batches=sum(int(r.get("batches", 0)) for r in rows),
+        batch_requests=sum(int(r.get("batch_requests", 0)) for r in rows),
         cache_hits=sum(int(r.get("cache_hits", 0)) for r in rows),
         retries=sum(int(r.get("retries", 0)) for r in rows),
         rate_limited=sum(int(r.get("rate_limited", 0)) for r in rows),

@@ -90,8 +90,9 @@ def _cells(
 
 
 def _totals_parts(t: RunTotals) -> list[str]:
+    batched = f" ({t.batch_requests:,} in {t.batches:,} batches)" if t.batches else ""
     return [
-        f"{t.calls:,} calls",
+        f"{t.calls:,} calls{batched}",
         f"{t.cache_hits:,} cache hits",
         f"{t.retries:,} retries",
         f"{t.input_tokens:,} tokens in",

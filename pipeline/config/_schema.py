@@ -114,6 +114,10 @@ class SimulatorTable(Table, frozen=True, kw_only=True):
     latency_sigma: NonNegative | UnsetType = UNSET
     burst_s: Positive | UnsetType = UNSET
     faults: str = ""  # e.g. "429=0.02,500=0.01"
+    batch_delay_s: NonNegative | UnsetType = UNSET  # a batch's time to complete (batch APIs)
+    batch_expire_s: Positive | UnsetType = UNSET
+    batch_fail_rate: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
+    batch_error_rate: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
     tasks: tuple[Text, ...] = ()  # task files or globs, relative to the config file
 
 

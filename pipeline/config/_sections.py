@@ -205,8 +205,11 @@ def build_simulator(
         seed=given(table).get("seed", seed),
         faults=faults,
         task_paths=_tasks(table.tasks, base, check_files, at.key("tasks")),
-        **given(table, "rpm", "tpm", "latency_ms", "latency_sigma", "burst_s"),
+        **given(table, "rpm", "tpm", "latency_ms", "latency_sigma", "burst_s", *_SIM_BATCH),
     )
+
+
+_SIM_BATCH: Final = ("batch_delay_s", "batch_expire_s", "batch_fail_rate", "batch_error_rate")
 
 
 def _tasks(patterns: tuple[str, ...], base: Path, check_files: bool, at: At) -> tuple[str, ...]:

@@ -147,11 +147,23 @@ class Batcher:
         assert self._tg is not None
         self._queued = anyio.Event()
         while self._queue and not self.held:
-            taken = self._queue[: self._policy.max_requests]
-            self._queue = self._queue[self._policy.max_requests :]
+            count = self._fitting()
+            taken, self._queue = self._queue[:count], self._queue[count:]
             tag = f"{self._run_tag}-{next(self._seq)}"
             by_id = {f"{tag}-{i}": p for i, p in enumerate(taken)}
             self._tg.start_soon(self._guarded, self._submit(tag, by_id), by_id)
+
+    def _fitting(self) -> int:
+        """How many of the queue's first requests one batch takes: at most ``max_requests``
+        and the provider's request limit, and 95 % of its byte limit (at least one)."""
+        limit = min(self._policy.max_requests, self.transport.batch_max_requests)
+        room = int(self.transport.batch_max_bytes * 0.95)
+        for count, pending in enumerate(self._queue[:limit]):
+            item = BatchItem(custom_id="x" * 40, request=pending.request)
+            room -= self.transport.batch_item_bytes(item)
+            if room < 0:
+                return max(1, count)
+        return min(limit, len(self._queue))
 
     async def _guarded(self, work: Awaitable[None], by_id: dict[str, Pending]) -> None:
         """Run a batch's work; a fault it cannot handle (the journal cannot be written, the

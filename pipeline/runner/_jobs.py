@@ -254,6 +254,9 @@ class RunTotals:
     cost_usd: float = 0.0
     wall_s: float = 0.0
     cost_known: bool = True
+    batches: int = 0
+    batch_requests: int = 0
+    """Of ``calls``, those answered in provider batches (and how many batches were created)."""
 
     def __add__(self, other: RunTotals) -> RunTotals:
         """Field by field; the cost is known if it is known in both."""
@@ -270,6 +273,8 @@ _SUMMED = (
     "output_tokens",
     "cost_usd",
     "wall_s",
+    "batches",
+    "batch_requests",
 )
 
 

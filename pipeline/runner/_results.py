@@ -38,7 +38,9 @@ def run_totals(gateway: Gateway, *, wall_s: float) -> RunTotals:
     what earlier sessions of a resumed run spent, preloaded from its ledger)."""
     stats = gateway.statistics().values()
     return RunTotals(
-        calls=sum(s.requests for s in stats),
+        calls=sum(s.requests + s.batch_requests for s in stats),
+        batches=sum(s.batches for s in stats),
+        batch_requests=sum(s.batch_requests for s in stats),
         cache_hits=sum(s.cache_hits for s in stats),
         retries=sum(s.retries_total for s in stats),
         rate_limited=sum(s.rate_limited for s in stats),
@@ -91,7 +93,15 @@ def _totals(totals: RunTotals) -> dict[str, Any]:
     return {**counters, "cost_usd": cost, "wall_s": round(totals.wall_s, 3)}
 
 
-_TOTALS = ("calls", "cache_hits", "retries", "input_tokens", "output_tokens")
+_TOTALS = (
+    "calls",
+    "batches",
+    "batch_requests",
+    "cache_hits",
+    "retries",
+    "input_tokens",
+    "output_tokens",
+)
 
 
 def _job(job: JobResult, cost_known: bool) -> dict[str, Any]:
