@@ -15,6 +15,9 @@ and noisy, so compare ratios, not absolute times.
       each runs in a fresh process).
   B6  cap use: spent / cap of a capped ``gpo run`` at the default settings on the simulator,
       for caps of $0.03 and $1.00 (see benchmarks/money.py).
+  B9  racing: task-model calls with ``evaluation = "racing"`` over those with full evaluation
+      on the simulator's built-in tasks, 3 seeds, and the paired difference of test accuracy
+      (see benchmarks/racing.py; a fresh process).
 """
 
 from __future__ import annotations
@@ -294,6 +297,23 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
+async def b9() -> Row:
+    cmd = [sys.executable, "-m", "benchmarks.racing"]
+    done = await anyio.run_process(cmd, check=True)
+    out = dict(orjson.loads(done.stdout.decode().strip().splitlines()[-1]))
+    ratio, diff, se = out["call_ratio"], out["test_diff"], out["test_diff_se"]
+    return Row(
+        "B9 racing (task calls)",
+        ratio,
+        "<= 0.6; test +-1 pt",
+        ratio <= 0.6 and abs(diff) <= 1.0,
+        f"{out['task_calls_racing']:,} vs {out['task_calls_full']:,} calls; test accuracy racing "
+        f"- full {diff:+.2f} (SE {se:.2f}) over {out['pairs']} (task, seed) pairs; "
+        f"{out['stopped']} of {out['new_candidates']} candidates stopped; step 1 selected alike "
+        f"in {out['first_step_same']} of {out['first_step_compared']} jobs",
+    )
+
+
 async def b6(cap_usd: float, target: float) -> Row:
     out = await anyio.to_thread.run_sync(cap_use, cap_usd)
     ok = target <= out["use"] <= 1.0 and out["exit"] == 3
@@ -306,7 +326,7 @@ async def b6(cap_usd: float, target: float) -> Row:
     )
 
 
-ALL = ["b1", "b1b", "b2", "b3", "b4", "b5", "b6"]
+ALL = ["b1", "b1b", "b2", "b3", "b4", "b5", "b6", "b9"]
 
 
 async def main_async(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any] | None]:
@@ -325,6 +345,8 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any
     if "b6" in selected:
         rows.append(await b6(0.03, 0.90))
         rows.append(await b6(1.00, 0.97))
+    if "b9" in selected:
+        rows.append(await b9())
     quality = await b5(args) if "b5" in selected else None
     return rows, quality
 

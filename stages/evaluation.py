@@ -5,17 +5,19 @@ Every (prompt, example) call goes through one bounded stream into the stage's ow
 candidates and examples there are (backpressure, not buffering). The workers put each outcome
 into its evaluation's fan-in, which wakes the evaluation once, when every call is accounted for
 (a reply stream per evaluation, one value per call, measured 20 % slower on B3: a wake-up per
-call). A step's new candidates are scored on the full dev split; duplicates of prompts the job
-already evaluated reuse their scores. The next prompt is the best-scoring *new* candidate, even
-below the current one (GPO always moves).
+call). A step's new candidates are scored on the full dev split (or, with ``evaluation =
+"racing"``, in rounds that stop hopeless candidates early: :mod:`stages.racing`); duplicates of
+prompts the job already evaluated reuse their scores. The next prompt is the best-scoring *new*
+candidate scored on the whole dev split, even below the current one (GPO always moves).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import anyio
 from anyio.streams.memory import (
@@ -24,6 +26,7 @@ from anyio.streams.memory import (
     MemoryObjectStreamStatistics,
 )
 
+from pipeline._seeds import derive_seed
 from pipeline.errors import GpoError
 from pipeline.llm._values import ChatRequest, Message
 from pipeline.tasks._data import Example
@@ -43,14 +46,18 @@ from stages.messages import (
     Split,
     StepOutcome,
     StepRecord,
+    StepTicket,
     Tally,
 )
 from stages.metaprompt import ShownPrompt
 from stages.models import Models
 from stages.pool import Stage
+from stages.racing import race, race_order, rounds_of
+
+T = TypeVar("T")
 
 Slot = tuple[int, int]
-"""A call's place in its evaluation: (prompt index, example index)."""
+"""A call's place in its evaluation: (prompt index, example index in its split)."""
 
 
 @dataclass(slots=True)
@@ -171,19 +178,55 @@ class Evaluation:
         """Score ``prompts`` on ``split``. On dev, for relevance retrieval, the prompts are
         embedded meanwhile, so the next step's retrieval finds them in the cache: the embedding
         call leaves the critical path."""
+        examples = tuple(enumerate(ctx.examples(split)))
+
+        async def scoring() -> tuple[Evaluated, ...]:
+            return _all_scored(ctx, prompts, await self._outcomes(ctx, prompts, examples))
+
+        return await self._embedding_meanwhile(ctx, prompts, split, scoring)
+
+    async def _embedding_meanwhile(
+        self,
+        ctx: JobContext,
+        prompts: tuple[str, ...],
+        split: Split,
+        work: Callable[[], Awaitable[T]],
+    ) -> T:
+        """``work()``, with new dev prompts embedded meanwhile for relevance retrieval."""
         if not (split == "dev" and prompts and _embeds(ctx)):
-            return await self._fan_out(ctx, prompts, split)
+            return await work()
         failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._prefetch_embeddings, ctx, prompts)
             try:
-                scored = await self._fan_out(ctx, prompts, split)
+                result = await work()
             except Exception as exc:  # raised as is, not in a group: the runner reads its type
                 failure = exc
                 tg.cancel_scope.cancel()
         if failure is not None:
             raise failure
-        return scored
+        return result
+
+    async def _race(
+        self, ticket: StepTicket, prompts: tuple[str, ...]
+    ) -> tuple[tuple[Evaluated, ...], frozenset[str]]:
+        """Score ``prompts`` by racing; also the normalized prompts that were stopped early."""
+        ctx, dev = ticket.context, ticket.context.splits.dev
+        order = race_order(len(dev), derive_seed(ctx.seed, ctx.id, ticket.step, "racing"))
+
+        async def score(
+            asked: tuple[str, ...], at: tuple[int, ...]
+        ) -> tuple[tuple[Outcome, ...], ...]:
+            return await self._outcomes(ctx, asked, tuple((i, dev[i]) for i in at))
+
+        async def racing() -> tuple[tuple[Evaluated, ...], frozenset[str]]:
+            rounds = rounds_of(order, ctx.strategy.racing_rounds)
+            raced = await race(prompts, rounds, score, ctx.strategy.racing_z)
+            reads = reads_answers(ctx.metric)
+            scored = tuple(_scored(r.prompt, r.outcomes, reads) for r in raced)
+            return scored, frozenset(normalize_prompt(r.prompt) for r in raced if r.raced_out)
+
+        return await self._embedding_meanwhile(ctx, prompts, "dev", racing)
 
     async def _recover(self, ctx: JobContext, reused: Evaluated) -> Evaluated:
         """A reused prompt's per-example answers, for the next step's reflection: asked again,
@@ -197,32 +240,38 @@ class Evaluation:
         with contextlib.suppress(GpoError):  # retrieval asks again, and fails properly, if need be
             await self._models.embed(ctx.embedding_endpoint, prompts, job=ctx.id)
 
-    async def _fan_out(
-        self, ctx: JobContext, prompts: tuple[str, ...], split: Split
-    ) -> tuple[Evaluated, ...]:
-        examples = ctx.examples(split)
+    async def _outcomes(
+        self, ctx: JobContext, prompts: tuple[str, ...], examples: Sequence[tuple[int, Example]]
+    ) -> tuple[tuple[Outcome, ...], ...]:
+        """The fan-out and fan-in: every prompt on every (index, example); per prompt, its
+        outcomes in the order of ``examples``."""
         fan_in = _FanIn(remaining=len(prompts) * len(examples))
         if fan_in.remaining == 0:
             fan_in.done.set()
         for p, prompt in enumerate(prompts):
-            for e, example in enumerate(examples):
+            for e, example in examples:
                 await self._calls.send(Call(ctx, prompt, example, (p, e), fan_in))
         await fan_in.done.wait()
         if fan_in.error is not None:
             raise fan_in.error
-        n = len(examples)
-        reads = reads_answers(ctx.metric)
-        return tuple(
-            _scored(prompt, p, n, fan_in.outcomes, reads) for p, prompt in enumerate(prompts)
-        )
+        found = fan_in.outcomes
+        return tuple(tuple(found[(p, e)] for e, _ in examples) for p in range(len(prompts)))
+
+    async def _score_new(
+        self, ticket: StepTicket, prompts: tuple[str, ...]
+    ) -> tuple[tuple[Evaluated, ...], frozenset[str]]:
+        """A step's new candidates scored as the strategy says, and those stopped early."""
+        if ticket.context.strategy.evaluation == "racing":
+            return await self._race(ticket, prompts)
+        return await self.evaluate(ticket.context, prompts, "dev"), frozenset()
 
     async def _step(self, batch: Candidates) -> StepOutcome:
         ticket = batch.ticket
         seen = ticket.seen
         new = [c for c in batch.candidates if normalize_prompt(c.prompt) not in seen]
-        scored = await self.evaluate(ticket.context, tuple(c.prompt for c in new), "dev")
+        scored, stopped = await self._score_new(ticket, tuple(c.prompt for c in new))
         score_of = {normalize_prompt(e.prompt): e for e in scored}
-        records = tuple(_record(c, score_of, seen) for c in batch.candidates)
+        records = tuple(_record(c, score_of, seen, stopped) for c in batch.candidates)
         tally = sum((e.tally for e in scored), Tally())
         selected = _select(records, score_of, ticket.current)
         if not selected.outcomes and ticket.context.strategy.reflection and records:
@@ -243,7 +292,8 @@ class Evaluation:
             judged=tally.judged,
             unextractable=tally.unextractable,
         )
-        return StepOutcome(ticket=ticket, record=record, selected=selected, evaluated=scored)
+        full = tuple(e for e in scored if normalize_prompt(e.prompt) not in stopped)
+        return StepOutcome(ticket=ticket, record=record, selected=selected, evaluated=full)
 
 
 def _embeds(ctx: JobContext) -> bool:
@@ -255,18 +305,26 @@ def _embeds(ctx: JobContext) -> bool:
     )
 
 
-def _scored(
-    prompt: str, p: int, n: int, outcomes: Mapping[Slot, Outcome], reads: bool
-) -> Evaluated:
+def _all_scored(
+    ctx: JobContext, prompts: tuple[str, ...], outcomes: tuple[tuple[Outcome, ...], ...]
+) -> tuple[Evaluated, ...]:
+    reads = reads_answers(ctx.metric)
+    return tuple(_scored(p, o, reads) for p, o in zip(prompts, outcomes, strict=True))
+
+
+def _scored(prompt: str, outcomes: tuple[Outcome, ...], reads: bool) -> Evaluated:
     """The prompt's score and outcomes; its tally when the metric says what it read."""
-    scored = tuple(outcomes[(p, e)] for e in range(n))
-    score = 100.0 * sum(o.correct for o in scored) / n if n else 0.0
-    tally = Tally.of(scored) if reads else Tally()
-    return Evaluated(prompt=prompt, score=score, outcomes=scored, tally=tally)
+    n = len(outcomes)
+    score = 100.0 * sum(o.correct for o in outcomes) / n if n else 0.0
+    tally = Tally.of(outcomes) if reads else Tally()
+    return Evaluated(prompt=prompt, score=score, outcomes=outcomes, tally=tally)
 
 
 def _record(
-    candidate: Candidate, score_of: dict[str, Evaluated], seen: Mapping[str, ShownPrompt]
+    candidate: Candidate,
+    score_of: dict[str, Evaluated],
+    seen: Mapping[str, ShownPrompt],
+    stopped: frozenset[str],
 ) -> CandidateRecord:
     key = normalize_prompt(candidate.prompt)
     is_new = key in score_of
@@ -277,14 +335,18 @@ def _record(
         new=is_new,
         edit_distance=candidate.edit_distance,
         over_budget=candidate.over_budget,
+        raced_out=key in stopped,
+        examples_scored=len(score_of[key].outcomes) if is_new else 0,
     )
 
 
 def _select(
     records: tuple[CandidateRecord, ...], score_of: dict[str, Evaluated], current: Evaluated
 ) -> Evaluated:
-    """The best new candidate; else the best reused one; else stay on the current prompt."""
-    pool = [r for r in records if r.new] or list(records)
+    """The best new candidate scored on the whole dev split; else the best reused one; else
+    stay on the current prompt. Candidates stopped by racing are never selected."""
+    eligible = [r for r in records if not r.raced_out]
+    pool = [r for r in eligible if r.new] or eligible
     if not pool:
         return current
     best = max(pool, key=lambda r: r.score)  # max keeps the first of equal scores

@@ -166,11 +166,18 @@ class Candidates:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CandidateRecord:
+    """A candidate of a step: its dev score (a reused prompt's: the one first measured)."""
+
     prompt: str
     score: float
     new: bool
     edit_distance: int
     over_budget: bool
+    raced_out: bool = False
+    """Racing stopped it early: ``score`` is over ``examples_scored`` dev examples only, never
+    a full-dev score, so it joins neither the trajectory nor the prompts a job has seen."""
+    examples_scored: int | None = None
+    """Dev examples this step scored it on (0: reused; None: a record from before racing)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,7 +208,7 @@ class StepOutcome:
     record: StepRecord
     selected: Evaluated
     evaluated: tuple[Evaluated, ...]
-    """Every newly evaluated candidate (for de-duplication in later steps)."""
+    """Every new candidate scored on the whole dev split (racing's stopped ones are not)."""
 
     @property
     def job(self) -> JobId:

@@ -22,6 +22,10 @@ are chosen (the last ones vs the most similar ones), reflection and the schedule
 of 30 words is the mean of GPO's cosine budget over a run (about 30 for T = 18), so both spend a
 similar total word budget. PE2 asks to change up to a number of words *of the original prompt*,
 which is an edit, hence ``update="editing"``.
+
+Beyond the paper, ``evaluation = "racing"`` (off by default, in every preset) scores a step's
+new candidates on the dev split in ``racing_rounds`` rounds and stops those that cannot
+plausibly beat the leader (:mod:`stages.racing`); presets leave it as the job or run sets it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ Trajectory = Literal["none", "recency", "relevance", "importance", "summarizatio
 HistoryOrder = Literal["similarity", "ascending", "chronological"]
 Update = Literal["generation", "editing"]
 RelevanceBackend = Literal["embeddings", "lexical"]
+EvaluationMode = Literal["full", "racing"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "trajectory": get_args(Trajectory),
@@ -47,6 +52,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "update": get_args(Update),
     "schedule": SCHEDULE_KINDS,
     "relevance_backend": get_args(RelevanceBackend),
+    "evaluation": get_args(EvaluationMode),
 }
 _MINIMUM: dict[str, int] = {
     "k": 1,
@@ -59,6 +65,7 @@ _MINIMUM: dict[str, int] = {
     "batch_size": 1,
     "exemplars": 0,
     "max_reasks": 0,
+    "racing_rounds": 2,
 }
 _BOOLS = ("reflection", "reject_over_budget", "optimize")
 _TEMPERATURES = ("optimizer_temperature", "scorer_temperature")
@@ -90,6 +97,9 @@ class Strategy:
     relevance_backend: RelevanceBackend = "embeddings"
     optimize: bool = True  # False: the baseline, evaluate the initial prompt only
     output_tags: tuple[str, str] = field(default=("<START>", "<END>"))
+    evaluation: EvaluationMode = "full"  # "racing": stop hopeless candidates early (stages.racing)
+    racing_rounds: int = 4  # racing: the dev split is scored in this many rounds
+    racing_z: float = 1.5  # racing: stop a candidate this many standard deviations behind
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -101,6 +111,7 @@ class Strategy:
         for name in _TEMPERATURES:
             object.__setattr__(self, name, _check_temperature(name, getattr(self, name)))
         object.__setattr__(self, "output_tags", _check_tags(self.output_tags))
+        object.__setattr__(self, "racing_z", _check_positive("racing_z", self.racing_z))
         self._check_consistency()
 
     def _check_consistency(self) -> None:
@@ -148,6 +159,15 @@ def _check_temperature(name: str, value: object) -> float:
     number = float(value)
     if not (math.isfinite(number) and 0.0 <= number <= MAX_TEMPERATURE):
         _fail(name, f"a number in 0..{MAX_TEMPERATURE}", value)
+    return number
+
+
+def _check_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _fail(name, "a positive number", value)
+    number = float(value)
+    if not (math.isfinite(number) and number > 0.0):
+        _fail(name, "a positive number", value)
     return number
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -720,3 +721,25 @@ async def test_a_loaded_config_runs_on_the_simulator(tmp_path: Path) -> None:
         async with open_gateway(config.endpoints, budget=Budget(config.budget)) as gateway:
             result = await optimize(gateway, build_jobs(config), config.settings)
     assert [j.status for j in result.jobs] == ["finished"]
+
+
+def test_racing_is_a_knob_of_the_run_and_of_a_job(tmp_path: Path) -> None:
+    optimizer = 'evaluation = "racing"\nracing_z = 2.5'
+    job = 'preset = "apo"\nstrategy = { racing_rounds = 3 }'
+    config = load(tmp_path, doc(optimizer=optimizer, job=job))
+    assert config.settings.strategy == strategy("gpo", evaluation="racing", racing_z=2.5)
+    (spec,) = config.jobs
+    assert spec.strategy == strategy("apo", evaluation="racing", racing_z=2.5, racing_rounds=3)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('evaluation = "fast"', "optimizer.evaluation"),
+        ("racing_rounds = 1", "optimizer.racing_rounds"),
+        ("racing_z = 0", "optimizer.racing_z"),
+    ],
+)
+def test_bad_racing_knobs_are_named(tmp_path: Path, line: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load(tmp_path, doc(optimizer=line))

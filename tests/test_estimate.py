@@ -13,7 +13,13 @@ import pytest
 from pipeline.llm._endpoint import EndpointConfig, RetryPolicy
 from pipeline.llm._gateway import open_gateway
 from pipeline.llm._pricing import Price
-from pipeline.runner._estimate import EndpointEstimate, Estimate, estimate, render
+from pipeline.runner._estimate import (
+    RACING_SHARE,
+    EndpointEstimate,
+    Estimate,
+    estimate,
+    render,
+)
 from pipeline.runner._jobs import Job, OptimizerSettings
 from pipeline.runner._run import optimize
 from pipeline.sim.server import SimConfig, open_simulator
@@ -201,3 +207,16 @@ def assert_total(predicted: Estimate, spent: float) -> None:
     assert predicted.usd_worst is not None
     assert_close(predicted.usd, spent, 1.5, "total dollars")
     assert predicted.usd_worst >= spent
+
+
+def test_racing_expects_a_share_of_the_step_calls_and_at_worst_all_of_them() -> None:
+    racing = OptimizerSettings(strategy=strategy("gpo", epochs=1, evaluation="racing"))
+    endpoints = [endpoint("task"), endpoint("opt")]
+    full = estimate([job()], SETTINGS, endpoints)
+    raced = estimate([job()], racing, endpoints)
+    per_step = SETTINGS.strategy.candidates * 16  # dev 16
+    saved = full.endpoints["task"].requests - raced.endpoints["task"].requests
+    assert saved == full.steps * (per_step - round(per_step * RACING_SHARE)) > 0
+    assert raced.endpoints["task"].requests_worst == full.endpoints["task"].requests_worst
+    assert "Racing jobs" in render(raced)
+    assert "Racing" not in render(full)

@@ -204,3 +204,28 @@ async def test_a_full_disk_is_a_recorded_fault_and_nothing_more_is_written() -> 
     journal.append({"event": "run_ended"})
     await journal.sync()
     assert disk.data == written
+
+
+async def test_a_raced_out_candidate_reads_back_with_its_flag_and_examples(tmp_path: Path) -> None:
+    raced = CandidateRecord(
+        prompt="p9",
+        score=25.0,
+        new=True,
+        edit_distance=3,
+        over_budget=False,
+        raced_out=True,
+        examples_scored=12,
+    )
+    step = dataclasses.replace(record(1), candidates=(*record(1).candidates, raced))
+    path = tmp_path / "journal.jsonl"
+    line = dataclasses.asdict(step)
+    for key in ("raced_out", "examples_scored"):  # the first as journaled before racing existed
+        del line["candidates"][0][key]
+    async with open_journal(path) as journal:
+        selected = {"prompt": "p1", "score": 50.0, "outcomes": []}
+        journal.append({"event": "step", "job": "j", "record": line, "selected": selected})
+
+    (read, _), *_ = read_journal(path)[0]["j"].steps
+    assert read == step
+    assert (read.candidates[1].raced_out, read.candidates[1].examples_scored) == (True, 12)
+    assert (read.candidates[0].raced_out, read.candidates[0].examples_scored) == (False, None)

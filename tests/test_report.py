@@ -18,6 +18,7 @@ import pytest
 from pipeline.errors import ConfigError
 from pipeline.report._page import render_report, stats_samples, write_report
 from pipeline.report._sections import word_diff
+from pipeline.report._svg import score_chart
 
 XSS = "<script>alert(1)</script>"
 PHRASES = (
@@ -358,3 +359,17 @@ def test_a_job_shows_its_unread_outputs_and_dropped_optimizer_replies(tmp_path: 
 
 def test_a_job_without_counts_shows_no_reading_note(run_dir: Path) -> None:
     assert "No answer read" not in render_report(run_dir)
+
+
+def test_a_step_shows_how_many_candidates_racing_stopped_and_charts_none_of_them(
+    tmp_path: Path,
+) -> None:
+    job = make_job("navigate", 10.0, steps=2)
+    dots = score_chart(job).count('r="2.6"')
+    candidates = job["step_records"][0]["candidates"]
+    candidates[0] |= {"new": True, "raced_out": True, "examples_scored": 12}
+    candidates[1] |= {"new": True, "raced_out": True, "examples_scored": 24}
+    html = render_report(make_run(tmp_path, [job]))
+    new = sum(c["new"] is True for c in candidates)
+    assert f"<td>8 ({new}, 2 raced out)</td>" in html
+    assert score_chart(job).count('r="2.6"') == dots - 2  # partial scores are not charted

@@ -20,7 +20,14 @@ from pipeline.llm._endpoint import RetryPolicy
 from pipeline.tasks._data import Format
 from stages.messages import Placement
 from stages.schedule import ScheduleKind
-from stages.strategy import MAX_TEMPERATURE, HistoryOrder, RelevanceBackend, Trajectory, Update
+from stages.strategy import (
+    MAX_TEMPERATURE,
+    EvaluationMode,
+    HistoryOrder,
+    RelevanceBackend,
+    Trajectory,
+    Update,
+)
 
 Positive = Annotated[float, Meta(gt=0)]
 NonNegative = Annotated[float, Meta(ge=0)]
@@ -221,6 +228,9 @@ class Knobs(Table, frozen=True, kw_only=True):
     relevance_backend: RelevanceBackend | UnsetType = UNSET
     optimize: bool | UnsetType = UNSET
     output_tags: Tags | UnsetType = UNSET
+    evaluation: EvaluationMode | UnsetType = UNSET
+    racing_rounds: Annotated[int, Meta(ge=2)] | UnsetType = UNSET
+    racing_z: Positive | UnsetType = UNSET
 
 
 class OptimizerTable(Knobs, frozen=True, kw_only=True):

@@ -242,6 +242,12 @@ def _steps_table(job: Job) -> str:
     return f"<h4>Trajectory</h4>{table}" if lines else ""
 
 
+def _raced(candidates: list[dict[str, Any]]) -> str:
+    """``, N raced out`` when racing stopped some candidates early, else nothing."""
+    raced = sum(c.get("raced_out") is True for c in candidates)
+    return f", {raced} raced out" if raced else ""
+
+
 def _clip(prompt: str) -> str:
     """A prompt for a table cell: escaped, and cut after ``CELL_CHARS`` characters."""
     if len(prompt) <= CELL_CHARS:
@@ -270,7 +276,7 @@ def _step_row(
         score(scores[0]),
         score(scores[1]),
         integer(num(record, "word_budget")) if record else "",
-        f"{len(candidates)} ({new})" if record else "",
+        f"{len(candidates)} ({new}{_raced(candidates)})" if record else "",
         str(over) if record else "",
         integer(num(record, "parse_failures")) if record else "",
         _rejected(record) if record else "",

@@ -268,7 +268,8 @@ def best_so_far(points: Sequence[Point]) -> list[Point]:
 
 
 def score_chart(job: dict[str, Any]) -> str:
-    """Dev score per step: the selected prompt, the best so far and every candidate (faint)."""
+    """Dev score per step: the selected prompt, the best so far and every candidate (faint)
+    scored on the whole dev split (racing's stopped ones have partial scores only)."""
     selected = selected_points(job)
     candidates = [
         (step, score)
@@ -276,7 +277,7 @@ def score_chart(job: dict[str, Any]) -> str:
         for step in [num(r, "step")]
         for c in rows(r, "candidates")
         for score in [num(c, "score")]
-        if step is not None and score is not None
+        if step is not None and score is not None and c.get("raced_out") is not True
     ]
     series = [
         Series(label="candidates", points=_jitter(candidates), color=SKY, kind="dots", opacity=0.6),

@@ -53,6 +53,7 @@ PROMPT_WORDS = 35  # candidate prompts grow to about this (or stay at a longer i
 PROMPT_GROWTH_WORDS = 15  # a candidate's growth in a step without a word budget
 REPLY_OVERHEAD_TOKENS = 12  # a candidate reply besides its prompt: the tags, a short preamble
 NOTE_TOKENS = 60  # a reflection on errors or a trajectory summary
+RACING_SHARE = 0.8  # racing: a step's task calls over full evaluation's (B9: 0.78, simulator)
 
 _FILLER = (
     "Read the question carefully and identify the key facts. Reason step by step, check each "
@@ -123,6 +124,7 @@ class Estimate:
     min_wall_s: float | None = None
     jobs: int = 0
     steps: int = 0
+    racing_share: float | None = None  # set when some job races its candidates
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,8 @@ def estimate(
         ctx = build_context(job, index, settings)
         result.jobs += 1
         result.steps += ctx.total_steps
+        if ctx.strategy.evaluation == "racing":
+            result.racing_share = RACING_SHARE
         plan = _plan(ctx)
         reasoning = reasoning_tokens
         if ctx.task_endpoint in simulated:
@@ -264,19 +268,20 @@ def _task_calls(
     inputs = {"dev": _inputs(ctx, dev), "test": _inputs(ctx, test)}
     top = ctx.scorer_max_tokens
 
-    def add(split: str, count: int, words: float | None) -> None:
+    def add(split: str, count: int, words: float | None, share: float = 1.0) -> None:
         extra = 0 if words is None else count_tokens(_prompt(ctx, words)) - initial
         prompt_bound = _bound(ctx) if words is not None else 0
         mean, bound = inputs[split]
         usage.add(
-            Calls(count, round(mean + extra), round(answers[split])),
+            Calls(round(count * share), round(mean + extra), round(answers[split])),
             Calls(count, bound + prompt_bound, top),
         )
 
     if first:
         add("dev", len(dev), None)
-    for step in plan:
-        add("dev", len(dev) * ctx.strategy.candidates, step.words)
+    share = RACING_SHARE if ctx.strategy.evaluation == "racing" else 1.0
+    for step in plan:  # racing: expected a share of the calls, at worst all (none stopped)
+        add("dev", len(dev) * ctx.strategy.candidates, step.words, share)
     if first:
         add("test", len(test), None)
     if plan:

@@ -80,6 +80,12 @@ def _assumptions(result: Estimate) -> list[str]:
         "its own, inputs at the byte bound the budget reserves. Retries come on top of both (a "
         "429 is not billed)."
     )
+    if result.racing_share is not None:
+        expected += (
+            f" Racing jobs: {result.racing_share:.0%} of full evaluation's task calls in steps "
+            "(as measured on the simulator, B9; it depends on how far candidates differ)."
+        )
+        worst += " Racing stops no candidate in the worst case."
     return [*textwrap.wrap(expected, 100), *textwrap.wrap(worst, 100)]
 
 

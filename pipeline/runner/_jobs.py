@@ -172,6 +172,8 @@ class CandidateScored:
     prompt: str
     score: float
     new: bool
+    raced_out: bool = False
+    """Racing stopped it early: ``score`` is over part of the dev split only."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -285,7 +285,14 @@ class OptimizerRun:
         job, step = state.context.id, outcome.record.step
         for c in outcome.record.candidates:
             self._sink.publish(
-                CandidateScored(job=job, step=step, prompt=c.prompt, score=c.score, new=c.new)
+                CandidateScored(
+                    job=job,
+                    step=step,
+                    prompt=c.prompt,
+                    score=c.score,
+                    new=c.new,
+                    raced_out=c.raced_out,
+                )
             )
         self._sink.publish(
             StepFinished(

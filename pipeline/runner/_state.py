@@ -111,9 +111,10 @@ class JobState:
         self.replay_step(outcome.record, outcome.selected)
 
     def replay_step(self, record: StepRecord, selected: Evaluated) -> None:
-        """Apply a finished step: its new candidates join the evaluated prompts."""
+        """Apply a finished step: its new candidates join the evaluated prompts, but for those
+        racing stopped early (their partial scores are never shown as dev scores)."""
         for c in record.candidates:
-            if c.new:
+            if c.new and not c.raced_out:
                 self.seen.setdefault(
                     normalize_prompt(c.prompt), ShownPrompt(text=c.prompt, score=c.score)
                 )
