@@ -618,6 +618,20 @@ def test_diff_names_changed_knobs_and_settings(tmp_path: Path) -> None:
     ]
 
 
+def test_a_run_of_an_older_gpo_resumes_when_new_knobs_keep_their_defaults(
+    tmp_path: Path,
+) -> None:
+    """A knob added by a newer gpo is absent from an older run's digest: at its default it
+    changes nothing, so the run resumes; set otherwise, the change is named."""
+    new = config_digest(load(tmp_path, doc()))
+    old = json.loads(json.dumps(new))
+    for key in ("evaluation", "racing_rounds", "racing_z"):
+        del old["optimizer"][key]
+    assert diff_digests(old, new) == []
+    racing = config_digest(load(tmp_path, doc(optimizer='evaluation = "racing"')))
+    assert diff_digests(old, racing) == ['optimizer.evaluation: added ("racing")']
+
+
 def test_diff_notices_changed_data_content(tmp_path: Path) -> None:
     old = config_digest(load(tmp_path, doc()))
     write_data(tmp_path / "data.jsonl", answer="no")

@@ -28,11 +28,14 @@ from pipeline.errors import ConfigError
 from pipeline.llm._endpoint import EndpointConfig
 from pipeline.sim.config import SimConfig
 from pipeline.sim.tasks import builtin_tasks
+from stages.strategy import Strategy
 
 if TYPE_CHECKING:
     from pipeline.config._load import JobSpec, RunConfig
 
 DIGEST_VERSION: Final = 1
+_KNOB_DEFAULTS: Final = Strategy().describe()
+_MISSING: Final = object()
 _KEYED: Final = (("jobs",), ("simulator", "tasks"))
 _SHOWN_CHARS: Final = 60
 _CHUNK: Final = 1 << 20
@@ -148,11 +151,21 @@ def _diff(old: object, new: object, path: tuple[str, ...], lines: list[str]) -> 
             if key not in new:
                 lines.append(f"{_render((*path, key))}: removed")
             elif key not in old:
-                lines.append(f"{_render((*path, key))}: added")
+                _added(path, key, new[key], lines)
             else:
                 _diff(old[key], new[key], (*path, key), lines)
     elif old != new:
         lines.append(_change(path, old, new))
+
+
+def _added(path: tuple[str, ...], key: str, value: object, lines: list[str]) -> None:
+    """A key only the new digest has. A strategy knob that a newer gpo added, at its default
+    (which keeps what older versions did), is no difference: their runs resume."""
+    knobs = path[-1:] in (("optimizer",), ("strategy",))
+    if knobs and _KNOB_DEFAULTS.get(key, _MISSING) == value:
+        return
+    shown = "" if isinstance(value, Mapping) else f" ({_show(value)})"
+    lines.append(f"{_render((*path, key))}: added{shown}")
 
 
 def _change(path: tuple[str, ...], old: object, new: object) -> str:
