@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from pipeline.llm._endpoint import EndpointConfig, RetryPolicy
+from pipeline.llm._endpoint import BatchPolicy, EndpointConfig, RetryPolicy
 from pipeline.llm._gateway import open_gateway
 from pipeline.llm._pricing import Price
 from pipeline.runner._estimate import (
@@ -220,3 +220,43 @@ def test_racing_expects_a_share_of_the_step_calls_and_at_worst_all_of_them() -> 
     assert raced.endpoints["task"].requests_worst == full.endpoints["task"].requests_worst
     assert "Racing jobs" in render(raced)
     assert "Racing" not in render(full)
+
+
+# --- provider batches ---------------------------------------------------------------------------
+
+
+def test_batching_evaluation_halves_its_cost_and_leaves_the_optimizers() -> None:
+    half = Price(
+        input_per_mtok=0.15,
+        output_per_mtok=0.6,
+        batch_input_per_mtok=0.075,
+        batch_output_per_mtok=0.3,
+    )
+    plain = [endpoint("task", price=half), endpoint("opt", price=half)]
+    batched = [endpoint("task", price=half, batch=BatchPolicy(mode="eval")), plain[1]]
+    realtime = estimate([job()], SETTINGS, plain)
+    result = estimate([job()], SETTINGS, batched)
+    task, opt = result.endpoints["task"], result.endpoints["opt"]
+    assert realtime.usd_batch is None
+    assert task.usd is not None
+    assert task.usd_batch == pytest.approx(task.usd / 2)
+    assert opt.usd_batch is None
+    assert result.usd_batch == pytest.approx(task.usd / 2 + (opt.usd or 0))
+    assert result.usd == pytest.approx(realtime.usd or 0)
+
+
+def test_the_batched_wall_time_follows_the_stated_latency_and_the_chain_of_batches() -> None:
+    configs = [endpoint("task", batch=BatchPolicy(mode="eval")), endpoint("opt")]
+    one = estimate([job()], SETTINGS, configs, batch_latency_s=600)
+    steps = one.steps
+    assert one.batch_rounds == [steps + 2]  # initial scoring, a batch per step, test scoring
+    assert one.batch_wall_s == pytest.approx((steps + 2) * 600)
+    racing = OptimizerSettings(strategy=strategy("gpo", epochs=1, evaluation="racing"))
+    raced = estimate([job()], racing, configs, batch_latency_s=600)
+    assert raced.batch_rounds == [4 * steps + 2]  # a batch per racing round
+    waves = OptimizerSettings(strategy=strategy("gpo", epochs=1), max_active_jobs=1)
+    two = estimate([job(), job("word_sorting")], waves, configs, batch_latency_s=600)
+    assert two.batch_wall_s == pytest.approx(2 * (steps + 2) * 600)  # one job at a time
+    text = render(one)
+    assert "with provider batches (task)" in text
+    assert "at 10m 00s per batch" in text

@@ -103,6 +103,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     est.add_argument("config", type=Path, help="the TOML configuration")
     _compare_options(est, required=False)
+    est.add_argument(
+        "--batch-latency-min",
+        type=_positive,
+        default=30.0,
+        help="for endpoints with batch on: the minutes a provider batch is assumed to take "
+        "(default 30)",
+    )
     est.set_defaults(handler=_estimate)
     rep = sub.add_parser(
         "report",
@@ -172,6 +179,13 @@ async def _run(args: argparse.Namespace) -> int:
     return await run_session(session)
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text}")
+    return value
+
+
 async def _estimate(args: argparse.Namespace) -> int:
     config = load_config(args.config, require_keys=False)  # estimating needs no key
     jobs = build_jobs(config)
@@ -180,7 +194,13 @@ async def _estimate(args: argparse.Namespace) -> int:
     if args.presets is not None:
         plan = ComparePlan(args.presets, args.seeds, config.seed)
         jobs = expand_jobs(jobs, plan, config.settings)
-    result = estimate(jobs, config.settings, config.endpoints, simulated=config.simulated)
+    result = estimate(
+        jobs,
+        config.settings,
+        config.endpoints,
+        simulated=config.simulated,
+        batch_latency_s=args.batch_latency_min * 60,
+    )
     print(render(result))
     if args.presets is not None:
         print(

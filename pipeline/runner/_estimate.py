@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 
 from pipeline.llm._endpoint import EndpointConfig
 from pipeline.llm._gateway import EMBED_BATCH
-from pipeline.llm._pricing import Price
+from pipeline.llm._pricing import Price, batch_price
 from pipeline.llm._tokens import max_input_tokens, max_text_tokens
 from pipeline.llm._values import Message
+from pipeline.runner._estimate_batch import BATCH_LATENCY_S, batch_rounds, batch_wall_s
 from pipeline.runner._estimate_render import render as render  # re-exported
 from pipeline.runner._jobs import Job, OptimizerSettings, build_context
 from pipeline.sim.tokens import count_prompt_tokens, count_tokens
@@ -85,10 +86,14 @@ class EndpointEstimate:
     output_worst: int = 0
     usd: float | None = 0.0
     usd_worst: float | None = 0.0
+    usd_batch: float | None = None
+    """Expected, with the endpoint's batch mode (None: it does not batch)."""
     calls: list[tuple[Calls, Calls]] = field(default_factory=list)
+    deferrable: list[bool] = field(default_factory=list)
 
-    def add(self, expected: Calls, worst: Calls) -> None:
+    def add(self, expected: Calls, worst: Calls, *, deferrable: bool = False) -> None:
         self.calls.append((expected, worst))
+        self.deferrable.append(deferrable)
         self.requests += expected.count
         self.input_tokens += expected.count * expected.input
         self.output_tokens += expected.count * expected.output
@@ -103,6 +108,15 @@ class EndpointEstimate:
             return
         self.usd = sum(c.count * price.cost(c.input, c.output) for c, _ in self.calls)
         self.usd_worst = sum(w.count * price.cost(w.input, w.output) for _, w in self.calls)
+
+    def price_batched(self, price: Price | None, batched: Price, mode: str) -> None:
+        """The expected cost with ``mode``'s calls at the ``batched`` price."""
+        if price is None or mode == "off":
+            return
+        self.usd_batch = sum(
+            c.count * (batched if mode == "all" or d else price).cost(c.input, c.output)
+            for (c, _), d in zip(self.calls, self.deferrable, strict=True)
+        )
 
 
 @dataclass(slots=True)
@@ -125,6 +139,10 @@ class Estimate:
     jobs: int = 0
     steps: int = 0
     racing_share: float | None = None  # set when some job races its candidates
+    usd_batch: float | None = None  # expected, as configured, where some endpoint batches
+    batch_rounds: list[int] = field(default_factory=list)  # per job, its batch round trips
+    batch_latency_s: float = BATCH_LATENCY_S
+    batch_wall_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +165,13 @@ def estimate(
     *,
     simulated: Collection[str] = (),
     reasoning_tokens: int = REASONING_TOKENS,
+    batch_latency_s: float = BATCH_LATENCY_S,
 ) -> Estimate:
     """What running ``jobs`` will use per endpoint. ``simulated`` names the endpoints that gpo's
     simulator serves (their answers are short); ``reasoning_tokens`` is what a real task model
     is expected to write before its final answer."""
     configs = {e.name: e for e in endpoints}
-    result = Estimate(reasoning_tokens=reasoning_tokens)
+    result = Estimate(reasoning_tokens=reasoning_tokens, batch_latency_s=batch_latency_s)
     scored: set[tuple[object, ...]] = set()  # initial prompts already scored (sent once)
     for index, job in enumerate(jobs):
         ctx = build_context(job, index, settings)
@@ -161,6 +180,7 @@ def estimate(
         if ctx.strategy.evaluation == "racing":
             result.racing_share = RACING_SHARE
         plan = _plan(ctx)
+        result.batch_rounds.append(batch_rounds(ctx, configs))
         reasoning = reasoning_tokens
         if ctx.task_endpoint in simulated:
             reasoning = SIM_REASONING_TOKENS
@@ -173,6 +193,8 @@ def estimate(
             assert ctx.embedding_endpoint is not None
             _embedding_calls(ctx, plan, result.endpoints[ctx.embedding_endpoint])
     _price(result, configs)
+    rounds, active = result.batch_rounds, settings.max_active_jobs
+    result.batch_wall_s = batch_wall_s(rounds, active, batch_latency_s)
     return result
 
 
@@ -275,6 +297,7 @@ def _task_calls(
         usage.add(
             Calls(round(count * share), round(mean + extra), round(answers[split])),
             Calls(count, bound + prompt_bound, top),
+            deferrable=True,
         )
 
     if first:
@@ -411,12 +434,17 @@ def _price(result: Estimate, endpoints: dict[str, EndpointConfig]) -> None:
         result.prices[name] = price
         result.models[name] = config.model if config is not None else "?"
         usage.price(price)
+        if config is not None and price is not None:
+            usage.price_batched(price, batch_price(price, config.base_url), config.batch.mode)
         if config is not None and config.rpm:
             bounds.append(usage.requests / config.rpm * 60)
         if config is not None and config.tpm:
             bounds.append((usage.input_tokens + usage.output_tokens) / config.tpm * 60)
     result.usd = _total(u.usd for u in result.endpoints.values())
     result.usd_worst = _total(u.usd_worst for u in result.endpoints.values())
+    if any(u.usd_batch is not None for u in result.endpoints.values()):
+        batched = (u.usd if u.usd_batch is None else u.usd_batch for u in result.endpoints.values())
+        result.usd_batch = _total(batched)
     result.min_wall_s = max(bounds) if bounds else None
 
 

@@ -29,7 +29,7 @@ def render(result: Estimate) -> str:
         )
     lines += ["", f"cost: {_usd(result.usd)} expected, {_usd(result.usd_worst)} worst case"]
     lines += [f"  {name:<14} {_endpoint_cost(result, name)}" for name in sorted(result.endpoints)]
-    lines += [_wall(result.min_wall_s), ""]
+    lines += [*_batched(result), _wall(result.min_wall_s), ""]
     return "\n".join(lines + _assumptions(result))
 
 
@@ -49,6 +49,26 @@ def _endpoint_cost(result: Estimate, name: str) -> str:
     if price.free:
         return f"{cost}  free" + ("" if price.source == "free" else f" ({price.source})")
     return f"{cost}  at {price.summary()}"
+
+
+def _batched(result: Estimate) -> list[str]:
+    """Where some endpoint batches: realtime and batch cost side by side, and the wall time at
+    the stated latency per batch."""
+    if result.usd_batch is None:
+        return []
+    batched = [n for n, u in sorted(result.endpoints.items()) if u.usd_batch is not None]
+    latency = _duration(result.batch_latency_s)
+    lines = [
+        f"with provider batches ({', '.join(batched)}): {_usd(result.usd_batch)} expected, "
+        f"against {_usd(result.usd)} realtime (the worst case above is realtime's, a bound)",
+    ]
+    if result.batch_wall_s is not None:
+        lines.append(
+            f"wall time with batches: about {_duration(result.batch_wall_s)}, at {latency} per "
+            f"batch (--batch-latency-min), {max(result.batch_rounds)} batch round trips for the "
+            "longest job one after another"
+        )
+    return lines
 
 
 def _wall(seconds: float | None) -> str:
