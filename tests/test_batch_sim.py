@@ -174,3 +174,39 @@ def test_gpo_run_in_batch_mode_equals_realtime_at_about_half_the_cost(tmp_path: 
     assert bt["totals"]["batch_requests"] > 0
     ratio = bt["budget"]["spent_usd"] / rt["budget"]["spent_usd"]
     assert 0.45 < ratio < 0.6
+
+
+async def test_expired_batches_are_retried_then_sent_realtime_when_the_user_chose_so() -> None:
+    config = SimConfig(batch_delay_s=5.0, batch_expire_s=0.2)  # every batch expires unfinished
+    async with open_simulator(config) as sim:
+        async with batch_gateway(sim, retries=1, fallback="realtime") as gw:
+            answers = await ask(gw, questions(4), deferrable=True)
+            stats = gw.statistics()["sim"]
+        sim_stats = sim.stats
+    assert all(a.text for a in answers)
+    assert sim_stats.batches_created == 2  # the first and its one retry
+    assert sim_stats.batch_requests_expired > 0
+    assert stats.batch_realtime == 4
+    assert stats.requests == 4  # then realtime, once each
+
+
+def test_racing_rounds_go_through_batches_with_the_same_results(tmp_path: Path) -> None:
+    outcomes = {}
+    for name, keys in (
+        ("rt", ""),
+        ("bt", 'batch = "eval"\nbatch_linger_s = 0.1\nbatch_poll_s = 0.05'),
+    ):
+        config = tmp_path / f"{name}.toml"
+        text = DEMO.replace("BATCH", keys).replace(
+            "epochs = 1", 'epochs = 1\nevaluation = "racing"'
+        )
+        config.write_text(text)
+        done = run_gpo(["run", str(config), "--run-dir", str(tmp_path / name)], cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        outcomes[name] = orjson.loads((tmp_path / name / "results.json").read_bytes())
+    rt, bt = outcomes["rt"], outcomes["bt"]
+    assert [j["best_prompt"] for j in bt["jobs"]] == [j["best_prompt"] for j in rt["jobs"]]
+    steps = sum(len(j["step_records"]) for j in bt["jobs"])
+    # Without racing a step is one batch; with it, one per round (4), and scoring the initial
+    # prompt and the test split take theirs.
+    assert bt["totals"]["batches"] > steps + 2
