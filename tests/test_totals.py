@@ -20,6 +20,8 @@ from pipeline.runner._results import RunMeta, results_document, run_totals
 PRICED = EndpointConfig(name="fake", model="m", price=Price(input_per_mtok=1e6))
 DOCUMENTED = [
     "calls",
+    "batches",
+    "batch_requests",
     "cache_hits",
     "retries",
     "input_tokens",
