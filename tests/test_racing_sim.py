@@ -62,9 +62,9 @@ async def run(seed: int, work: Sequence[Job]) -> tuple[RunResult, int]:
 @pytest.mark.timeout(300)
 async def test_racing_asks_the_task_model_less_and_selects_full_dev_scores() -> None:
     dev, test = 48, 24
-    full, full_calls = await run(4, jobs(strategy("gpo", epochs=1), dev=dev, test=test))
+    full, full_calls = await run(4, jobs(strategy("gpo", epochs=1), dev=dev, test=test, tasks=2))
     raced, raced_calls = await run(
-        4, jobs(strategy("gpo", epochs=1, evaluation="racing"), dev=dev, test=test)
+        4, jobs(strategy("gpo", epochs=1, evaluation="racing"), dev=dev, test=test, tasks=2)
     )
 
     assert {j.status for j in full.jobs + raced.jobs} == {"finished"}
