@@ -14,12 +14,12 @@ import anyio
 import orjson
 import pytest
 
-from pipeline.llm._batchlog import BatchLog, open_batch_log
 from pipeline.llm._cache import MemoryCache, ResponseCache
 from pipeline.llm._endpoint import BatchPolicy, EndpointConfig, RetryPolicy
 from pipeline.llm._gateway import Gateway, open_gateway
 from pipeline.llm._pricing import Price
 from pipeline.llm._values import ChatRequest, Completion
+from pipeline.llm.batch import BatchLog, open_batch_log
 from pipeline.sim.server import SimConfig, Simulator, open_simulator
 from tests.cli_helpers import run_gpo
 

@@ -15,7 +15,6 @@ import pytest
 
 from pipeline import errors as e
 from pipeline.clock import SystemClock
-from pipeline.llm._batchlog import BatchLog, MemoryBatchLog, open_batch_log
 from pipeline.llm._budget import Budget, Caps
 from pipeline.llm._cache import MemoryCache, ResponseCache
 from pipeline.llm._endpoint import BatchPolicy, RetryPolicy
@@ -23,6 +22,7 @@ from pipeline.llm._gateway import Gateway, open_gateway
 from pipeline.llm._pricing import Price
 from pipeline.llm._tokens import max_input_tokens
 from pipeline.llm._values import ChatRequest
+from pipeline.llm.batch import BatchLog, MemoryBatchLog, open_batch_log
 from pipeline.llm.transports._fake import echo_reply
 from tests.fakes import PRICE, endpoint_config
 from tests.fakes_batch import FakeBatchProvider
@@ -322,7 +322,7 @@ async def test_a_batch_created_but_not_journaled_is_found_by_its_tag(tmp_path: P
 async def test_an_intent_never_created_is_abandoned_and_its_requests_sent_anew() -> None:
     provider = FakeBatchProvider()
     journal = MemoryBatchLog()
-    from pipeline.llm._batchlog import JournaledBatch
+    from pipeline.llm.batch import JournaledBatch
 
     await journal.intent(
         JournaledBatch(tag="gpo-dead-0", endpoint="ep", since=0.0, items={"x": ("k",)})

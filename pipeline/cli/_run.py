@@ -50,11 +50,11 @@ from pipeline.config._load import (
     with_simulator_url,
 )
 from pipeline.errors import ConfigError, LLMError, StorageError
-from pipeline.llm._batchlog import open_batch_log
 from pipeline.llm._budget import Budget
 from pipeline.llm._cache import SqliteCache, open_sqlite_cache
 from pipeline.llm._gateway import Gateway, open_gateway
 from pipeline.llm._ledger import open_sqlite_ledger
+from pipeline.llm.batch import open_batch_log
 from pipeline.report._page import write_report
 from pipeline.rundir._journal import Journal, open_journal, read_journal
 from pipeline.rundir._layout import RunDir, RunLock, prepare

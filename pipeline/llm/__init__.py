@@ -7,7 +7,6 @@ Per call: cache and single-flight (``_cache``, ``_singleflight``) -> concurrency
 the gateway are in ``_values``; endpoint settings in ``_endpoint``; counters in ``_stats``.
 """
 
-from pipeline.llm._batchlog import BatchLog, MemoryBatchLog, open_batch_log
 from pipeline.llm._budget import AccountState, Budget, Caps, Reservation, SpendLedger
 from pipeline.llm._cache import (
     MemoryCache,
@@ -34,6 +33,7 @@ from pipeline.llm._values import (
     TransportReply,
     Usage,
 )
+from pipeline.llm.batch import BatchLog, MemoryBatchLog, open_batch_log
 
 __all__ = [
     "FREE",

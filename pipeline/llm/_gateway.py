@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import time
-import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 import orjson
-from anyio.abc import TaskGroup
 
 from pipeline._log import get_logger
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import (
-    BadRequest,
     ChoicesRefused,
     ConfigError,
     MalformedResponse,
@@ -32,8 +28,6 @@ from pipeline.errors import (
     RetriesExhausted,
     StorageError,
 )
-from pipeline.llm._batcher import Batcher, Pending
-from pipeline.llm._batchlog import BatchLog, JournaledBatch, MemoryBatchLog
 from pipeline.llm._budget import Budget
 from pipeline.llm._cache import MemoryCache, ResponseCache, cache_key, request_digest, sample_key
 from pipeline.llm._calls import (
@@ -64,7 +58,7 @@ from pipeline.llm._values import (
     TransportReply,
     Usage,
 )
-from pipeline.llm.transports._batch import BatchTransport
+from pipeline.llm.batch import BatchLog, BatchRoutes, MemoryBatchLog
 from pipeline.llm.transports._protocol import Transport
 
 log = get_logger("gpo.gateway")
@@ -89,9 +83,8 @@ class Gateway:
         self._clock = clock
         self._sender = Sender(budget=budget, cache=cache, clock=clock, rng=rng)
         self._chat_flights: SingleFlight[Completion] = SingleFlight()
-        self._batchers: dict[str, Batcher] = {}
-        self._adopted: dict[str, Pending] = {}  # cache key -> its request in an adopted batch
-        self._journal_left: list[JournaledBatch] = []
+        self.batches = BatchRoutes(self._endpoints, sender=self._sender, clock=clock)
+        """The endpoints' provider batches (:mod:`pipeline.llm.batch`)."""
 
     @property
     def fault(self) -> StorageError | None:
@@ -136,27 +129,13 @@ class Gateway:
             except NotFound:
                 log.info("preflight_without_models", endpoint=name)
             await transport.check_route()
-            await self._check_batches(name)
-
-    async def _check_batches(self, name: str) -> None:
-        """An endpoint in batch mode lists its batches (free): ``ConfigError`` if it has no
-        batch API, before anything is spent."""
-        batcher = self._batchers.get(name)
-        if batcher is None or self._endpoint(name).config.batch.mode == "off":
-            return
-        try:
-            await batcher.transport.batch_find("gpo-preflight", since=time.time())
-        except (NotFound, BadRequest) as exc:
-            raise ConfigError(
-                f'endpoint {name!r} has no batch API ({exc}); set batch = "off" for it'
-            ) from None
+            await self.batches.check(name)
 
     def hold(self) -> None:
         """Start no new HTTP request on any endpoint (requests in flight go on)."""
         for ep in self._endpoints.values():
             ep.limiter.hold()
-        for batcher in self._batchers.values():
-            batcher.hold()
+        self.batches.hold()
 
     def storage_fault(self, fault: StorageError) -> None:
         """Record a storage fault (the first one wins): from now on every request that was not
@@ -184,11 +163,11 @@ class Gateway:
     @property
     def batches_open(self) -> int:
         """Provider batches created and not ended, over every endpoint."""
-        return sum(len(b.open) for b in self._batchers.values())
+        return self.batches.open
 
     async def cancel_batches(self) -> int:
         """Ask the providers to cancel every batch still open; how many were asked."""
-        return sum([await b.cancel_open() for b in self._batchers.values()])
+        return await self.batches.cancel_open()
 
     async def chat(
         self,
@@ -277,17 +256,25 @@ class Gateway:
     ) -> Completion:
         start = self._clock.now()
         keys = [sample_key(digest, i) for i in range(req.n)]
-        await self._adoptions(keys)
+        await self.batches.adoptions(keys)
         found = await self._sender.lookup(keys)
         choices: list[Choice | None] = [decode_choice(found.get(k)) for k in keys]
         tally = Tally()
         missing = [i for i, c in enumerate(choices) if c is None]
         if not missing:
             ep.stats.cache_hits += 1
-        batcher = self._batchers.get(ep.name) if ep.config.batch.batches(deferrable) else None
         while missing:
-            if batcher is not None and not batcher.realtime:
-                got = await self._fetch_batched(ep, batcher, req, missing, keys, job, tally)
+            batcher = self.batches.batcher(ep, deferrable)
+            if batcher is not None:
+                got = await self.batches.fetch(
+                    batcher,
+                    req,
+                    missing,
+                    keys,
+                    job,
+                    tally,
+                    lambda group: self._fetch(ep, req, group, keys, job, tally),
+                )
             else:
                 got = await self._fetch(ep, req, missing, keys, job, tally)
             for i, choice in got.items():
@@ -351,109 +338,6 @@ class Gateway:
             ep.stats.n_split_requests += 1
         return dict(zip(missing, reply.choices[:want], strict=False))
 
-    def add_batchers(self, journal: BatchLog) -> None:
-        """A batcher for each endpoint in batch mode, or with batches an earlier session left
-        open in ``journal``; ``ConfigError`` for batch mode on a transport without batches."""
-        self._journal_left = journal.unfinished()
-        run_tag = f"gpo-{uuid.uuid4().hex[:16]}"
-        for name, ep in self._endpoints.items():
-            mine = any(b.endpoint == name for b in self._journal_left)
-            if ep.config.batch.mode == "off" and not mine:
-                continue
-            if not isinstance(ep.transport, BatchTransport):
-                if ep.config.batch.mode != "off":
-                    raise ConfigError(f"endpoint {name!r}: its transport has no batch API")
-                continue
-            self._batchers[name] = Batcher(
-                ep,
-                ep.transport,
-                sender=self._sender,
-                journal=journal,
-                clock=self._clock,
-                run_tag=run_tag,
-            )
-
-    def start_batches(self, tg: TaskGroup) -> None:
-        """Run the batchers in ``tg``, and adopt the batches left open (their keys wait for
-        them, not for new calls)."""
-        for batcher in self._batchers.values():
-            batcher.start(tg)
-        for batch in self._journal_left:
-            adopter = self._batchers.get(batch.endpoint)
-            if adopter is None:
-                log.warning("batch_orphaned", endpoint=batch.endpoint, batch=batch.batch_id)
-                continue
-            for pending in adopter.recover(batch):
-                self._adopted |= dict.fromkeys(pending.keys, pending)
-
-    async def _adoptions(self, keys: list[str]) -> None:
-        """Wait for the adopted batches that will answer any of ``keys`` (after a resume)."""
-        for key in keys:
-            pending = self._adopted.get(key)
-            if pending is not None:
-                await pending.done.wait()
-                self._adopted.pop(key, None)
-
-    async def _fetch_batched(
-        self,
-        ep: Endpoint,
-        batcher: Batcher,
-        req: ChatRequest,
-        missing: list[int],
-        keys: list[str],
-        job: str | None,
-        tally: Tally,
-    ) -> dict[int, Choice]:
-        """The missing samples from provider batches: one request for all of them (one per
-        sample where the endpoint has no ``n``), each reserved at the batch price and queued;
-        a request the batcher resolves as "realtime" is sent realtime here."""
-        groups = [missing] if ep.supports_n else [[i] for i in missing]
-        got: dict[int, Choice] = {}
-        errors: list[Exception] = []
-
-        async def one(group: list[int]) -> None:
-            try:
-                got.update(await self._batched_group(ep, batcher, req, group, keys, job, tally))
-            except Exception as exc:  # raised as is below, not in an exception group
-                errors.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            for group in groups:
-                tg.start_soon(one, group)
-        if errors:
-            raise errors[0]
-        return got
-
-    async def _batched_group(
-        self,
-        ep: Endpoint,
-        batcher: Batcher,
-        req: ChatRequest,
-        group: list[int],
-        keys: list[str],
-        job: str | None,
-        tally: Tally,
-    ) -> dict[int, Choice]:
-        sub = req.with_(n=len(group), seed=sample_seed(req.seed, group[0]))
-        assert sub.max_tokens is not None
-        input_max = max_input_tokens(sub.messages)
-        output_max = sub.n * sub.max_tokens
-        cost = Cost(ep.batch_price.cost(input_max, output_max), input_max + output_max, 0)
-        reservation = await self._sender.reserve(ep, job, cost)
-        pending = Pending(
-            request=sub, keys=tuple(keys[i] for i in group), job=job, reservation=reservation
-        )
-        tally.attempts += 1
-        await batcher.send(pending)
-        if pending.error is not None:
-            raise pending.error
-        if pending.realtime or pending.reply is None:
-            return await self._fetch(ep, req, group, keys, job, tally)
-        tally.usage = tally.usage + pending.usage
-        tally.cost_usd += pending.usd
-        tally.requests += 1
-        return dict(zip(group, pending.reply.choices, strict=False))
-
     def _endpoint(self, name: str) -> Endpoint:
         try:
             return self._endpoints[name]
@@ -497,10 +381,10 @@ async def open_gateway(
             clock=clock,
             rng=rng or random.Random(),
         )
-        gateway.add_batchers(batch_log or MemoryBatchLog())
+        gateway.batches.add(batch_log or MemoryBatchLog())
         failure: BaseException | None = None
         async with anyio.create_task_group() as tg:
-            gateway.start_batches(tg)
+            gateway.batches.start(tg)
             try:
                 yield gateway
             except BaseException as exc:  # raised as is below, not in an exception group

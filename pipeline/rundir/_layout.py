@@ -64,7 +64,7 @@ class RunDir:
 
     @property
     def batches(self) -> Path:
-        """The journal of provider batches (``pipeline.llm._batchlog``)."""
+        """The journal of provider batches (``pipeline.llm.batch``)."""
         return self.path / "batches.sqlite"
 
     @property

@@ -28,12 +28,12 @@ from anyio.abc import TaskGroup
 from pipeline._log import get_logger
 from pipeline.clock import Clock
 from pipeline.errors import GpoError, LLMError, RetriesExhausted, StorageError
-from pipeline.llm._batchlog import BatchLog, JournaledBatch
 from pipeline.llm._budget import Reservation
 from pipeline.llm._calls import Endpoint, Sender, at_least, chat_floor
 from pipeline.llm._retry import delay_s
 from pipeline.llm._samples import encode_choice
 from pipeline.llm._values import ChatRequest, TransportReply, Usage
+from pipeline.llm.batch._journal import BatchLog, JournaledBatch
 from pipeline.llm.transports._batch import BatchInfo, BatchItem, BatchResult, BatchTransport
 
 log = get_logger("gpo.gateway")
@@ -73,7 +73,7 @@ class Batcher:
         run_tag: str,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._ep = ep
+        self.endpoint = ep
         self._policy = ep.config.batch
         self.transport = transport
         self._sender = sender
@@ -173,7 +173,7 @@ class Batcher:
         except (LLMError, StorageError) as exc:
             if isinstance(exc, StorageError):
                 self._sender.storage_fault(exc)
-            log.error("batch_failed", endpoint=self._ep.name, error=str(exc))
+            log.error("batch_failed", endpoint=self.endpoint.name, error=str(exc))
             for pending in by_id.values():
                 if not pending.done.is_set():
                     self._failed(pending, exc)
@@ -182,7 +182,7 @@ class Batcher:
         since = self._wall() - _SINCE_SLACK_S
         items = {cid: p.keys for cid, p in by_id.items()}
         await self._journal.intent(
-            JournaledBatch(tag=tag, endpoint=self._ep.name, since=since, items=items)
+            JournaledBatch(tag=tag, endpoint=self.endpoint.name, since=since, items=items)
         )
         batch = [BatchItem(custom_id=cid, request=p.request) for cid, p in by_id.items()]
         try:
@@ -194,14 +194,14 @@ class Batcher:
                 return
             raise  # the batch API refuses it: the requests fail with the error (_guarded)
         await self._journal.created(tag, info.id)
-        self._ep.stats.batches += 1
-        log.info("batch_created", endpoint=self._ep.name, batch=info.id, requests=len(batch))
+        self.endpoint.stats.batches += 1
+        log.info("batch_created", endpoint=self.endpoint.name, batch=info.id, requests=len(batch))
         await self._watch(tag, info, by_id)
 
     async def _create(self, batch: list[BatchItem], tag: str, since: float) -> BatchInfo:
         """Create the batch, with bounded retries; before each retry look for it by its tag (a
         create whose answer was lost may have succeeded): never two batches of one intent."""
-        policy = self._ep.config.retry
+        policy = self.endpoint.config.retry
         for attempt in itertools.count(1):
             try:
                 return await self.transport.batch_create(batch, tag=tag)
@@ -226,8 +226,8 @@ class Batcher:
             return
         if batch.batch_id is None:
             await self._journal.created(batch.tag, info.id)
-        self._ep.stats.batches_adopted += 1
-        log.info("batch_adopted", endpoint=self._ep.name, batch=info.id, requests=len(by_id))
+        self.endpoint.stats.batches_adopted += 1
+        log.info("batch_adopted", endpoint=self.endpoint.name, batch=info.id, requests=len(by_id))
         await self._watch(batch.tag, info, by_id)
 
     async def _watch(self, tag: str, info: BatchInfo, by_id: dict[str, Pending]) -> None:
@@ -239,7 +239,9 @@ class Batcher:
             pending = by_id.pop(result.custom_id, None)
             if pending is not None:
                 await self._resolve(pending, result)
-        missing = LLMError(f"no result in batch {info.id} ({info.status})", endpoint=self._ep.name)
+        missing = LLMError(
+            f"no result in batch {info.id} ({info.status})", endpoint=self.endpoint.name
+        )
         self._retry_all(_pop_all(by_id), missing)
         del self.open[tag]
         await self._journal.ended(tag)
@@ -261,11 +263,13 @@ class Batcher:
     async def _give_up(self, info: BatchInfo) -> BatchInfo:
         """``max_wait_s`` passed: cancel the batch; this endpoint's calls go realtime."""
         self.realtime = True
-        log.warning("batch_max_wait", endpoint=self._ep.name, batch=info.id, status=info.status)
+        log.warning(
+            "batch_max_wait", endpoint=self.endpoint.name, batch=info.id, status=info.status
+        )
         try:
             return await self.transport.batch_cancel(info.id)
         except LLMError as exc:
-            log.warning("batch_cancel_failed", endpoint=self._ep.name, error=str(exc))
+            log.warning("batch_cancel_failed", endpoint=self.endpoint.name, error=str(exc))
             return info
 
     async def _poll_once(self, batch_id: str) -> BatchInfo | None:
@@ -275,11 +279,13 @@ class Batcher:
         except LLMError as exc:
             if not exc.retryable:
                 raise
-            log.info("batch_poll_failed", endpoint=self._ep.name, batch=batch_id, error=str(exc))
+            log.info(
+                "batch_poll_failed", endpoint=self.endpoint.name, batch=batch_id, error=str(exc)
+            )
             return None
 
     async def _results(self, info: BatchInfo) -> list[BatchResult]:
-        policy = self._ep.config.retry
+        policy = self.endpoint.config.retry
         for attempt in itertools.count(1):
             try:
                 return await self.transport.batch_results(info)
@@ -295,11 +301,13 @@ class Batcher:
         elif result.error is not None and not result.error.retryable:
             self._failed(pending, result.error)
         else:
-            reason = result.error or LLMError("a result without choices", endpoint=self._ep.name)
+            reason = result.error or LLMError(
+                "a result without choices", endpoint=self.endpoint.name
+            )
             self._retry_all([pending], reason)
 
     async def _answered(self, pending: Pending, reply: TransportReply) -> None:
-        ep = self._ep
+        ep = self.endpoint
         if pending.reservation is not None:
             self._settle(pending, pending.reservation, reply)
         entries = {k: encode_choice(c) for k, c in zip(pending.keys, reply.choices, strict=False)}
@@ -310,7 +318,7 @@ class Batcher:
 
     def _settle(self, pending: Pending, reservation: Reservation, reply: TransportReply) -> None:
         """Turn the reservation into spend at the batch price, from the result's usage."""
-        ep, budget = self._ep, self._sender.budget
+        ep, budget = self.endpoint, self._sender.budget
         if reply.usage is None:  # unknown usage: the worst case is charged
             budget.settle_in_full(reservation)
             pending.usage = Usage(input_tokens=reservation.tokens)
@@ -332,7 +340,7 @@ class Batcher:
                 self._sender.budget.settle_in_full(reservation)
             else:
                 self._sender.budget.release(reservation)
-        self._ep.stats.failures += 1
+        self.endpoint.stats.failures += 1
         pending.error = error
         pending.done.set()
 
@@ -352,18 +360,20 @@ class Batcher:
             self._go_realtime(pending)
         elif pending.tries > self._policy.retries:
             error = RetriesExhausted(
-                f"no answer after {pending.tries} batches: {reason}", endpoint=self._ep.name
+                f"no answer after {pending.tries} batches: {reason}", endpoint=self.endpoint.name
             )
             self._failed(pending, error)
         else:
-            self._ep.stats.batch_retries += 1
-            log.info("batch_retry", endpoint=self._ep.name, tries=pending.tries, error=str(reason))
+            self.endpoint.stats.batch_retries += 1
+            log.info(
+                "batch_retry", endpoint=self.endpoint.name, tries=pending.tries, error=str(reason)
+            )
             self._enqueue(pending)
 
     def _go_realtime(self, pending: Pending) -> None:
         assert pending.reservation is not None
         self._sender.budget.release(pending.reservation)  # not run: the realtime call reserves
-        self._ep.stats.batch_realtime += 1
+        self.endpoint.stats.batch_realtime += 1
         pending.realtime = True
         pending.done.set()
 
@@ -373,7 +383,7 @@ class Batcher:
             try:
                 await self.transport.batch_cancel(batch_id)
             except LLMError as exc:
-                log.warning("batch_cancel_failed", endpoint=self._ep.name, error=str(exc))
+                log.warning("batch_cancel_failed", endpoint=self.endpoint.name, error=str(exc))
         return len(self.open)
 
 
