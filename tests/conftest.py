@@ -10,3 +10,5 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile("gpo", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("gpo")
+
+pytest_plugins = ["tests.redis_server"]
