@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 import structlog
@@ -49,6 +49,8 @@ from pipeline.config._load import (
     unpriced_endpoints,
     with_simulator_url,
 )
+from pipeline.coord._conn import redacted
+from pipeline.coord._links import TieredCache
 from pipeline.errors import ConfigError, LLMError, StorageError
 from pipeline.llm._budget import Budget
 from pipeline.llm._cache import SqliteCache, open_sqlite_cache
@@ -63,6 +65,9 @@ from pipeline.runner._jobs import Job, JobResult, RunResult, RunTotals
 from pipeline.runner._results import RunMeta, results_document, run_totals, write_json
 from pipeline.runner._run import OptimizerRun
 from pipeline.sim.server import open_simulator
+
+if TYPE_CHECKING:
+    from pipeline.coord._open import Coordination
 
 STATS_INTERVAL_S = 1.0
 DRAIN_TIMEOUT_S = 30.0
@@ -171,6 +176,7 @@ async def _run(session: Session) -> int:
         history, other = read_journal(rundir.journal)
         session.previous = previous_totals(other)
         async with (
+            _coordinated(config, rundir.run_id) as coordination,
             open_sqlite_ledger(rundir.ledger, legacy_cache=rundir.cache) as ledger,
             open_sqlite_cache(rundir.cache) as cache,
             open_batch_log(rundir.batches) as batch_log,
@@ -182,7 +188,11 @@ async def _run(session: Session) -> int:
                 budget.ledger = session.compare.counter
             budget.preload(ledger.spent)
             async with open_gateway(
-                config.endpoints, budget=budget, cache=cache, batch_log=batch_log
+                config.endpoints,
+                budget=budget,
+                cache=cache if coordination is None else TieredCache(cache, coordination.cache),
+                batch_log=batch_log,
+                coordination=coordination,
             ) as gw:
                 await _preflight(gw, config)
                 return await _optimize(session, config, gw, cache, history)
@@ -205,6 +215,22 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
             yield from _leaves(inner)
     else:
         yield exc
+
+
+@asynccontextmanager
+async def _coordinated(config: RunConfig, run_id: str) -> AsyncIterator[Coordination | None]:
+    """The Redis session of ``[run] coordination`` (None for "local"); a Redis that cannot be
+    reached is a ``ConfigError`` before anything is spent."""
+    if config.coordination == "local":
+        yield None
+        return
+    from pipeline.coord._open import open_coordination
+
+    async with open_coordination(
+        config.coordination, run=run_id, budget_scope=config.budget_scope
+    ) as coordination:
+        log.info("coordination", url=redacted(config.coordination), session=coordination.session)
+        yield coordination
 
 
 @asynccontextmanager

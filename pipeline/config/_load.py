@@ -38,7 +38,7 @@ from pipeline.config._jobs import (
     parse_strategy,
 )
 from pipeline.config._messages import At, decode
-from pipeline.config._schema import ConfigFile, OptimizerTable, given, json_schema
+from pipeline.config._schema import ConfigFile, OptimizerTable, RunTable, given, json_schema
 from pipeline.config._sections import (
     BUILTIN_PREFIX,
     SIMULATOR_URL,
@@ -48,6 +48,7 @@ from pipeline.config._sections import (
     build_simulator,
     resolve,
 )
+from pipeline.coord._conn import redacted
 from pipeline.errors import ConfigError
 from pipeline.llm._budget import Caps
 from pipeline.llm._endpoint import EndpointConfig
@@ -93,6 +94,10 @@ class RunConfig:
     preset: str
     settings: OptimizerSettings
     jobs: tuple[JobSpec, ...]
+    coordination: str = "local"
+    """``"local"`` or a ``redis://`` URL (``[run] coordination``, else ``GPO_REDIS_URL``)."""
+    budget_scope: str | None = None
+    """The shared account the run's caps apply to (with Redis; default: the run's own)."""
 
     def endpoint(self, name: str) -> EndpointConfig:
         return next(e for e in self.endpoints if e.name == name)
@@ -139,7 +144,21 @@ def load_config(
         preset=ctx.preset,
         settings=settings,
         jobs=jobs,
+        coordination=_coordination(doc.run, env_, at.key("run")),
+        budget_scope=None if isinstance(doc.run.budget_scope, UnsetType) else doc.run.budget_scope,
     )
+
+
+def _coordination(run: RunTable, env: Mapping[str, str], at: At) -> str:
+    """``[run] coordination``, else ``GPO_REDIS_URL``, else ``"local"``; checked here."""
+    given = run.coordination if not isinstance(run.coordination, UnsetType) else None
+    value = given or env.get("GPO_REDIS_URL") or "local"
+    if value != "local" and not value.startswith(("redis://", "rediss://", "unix://")):
+        message = f'expected "local" or a redis://HOST:PORT/DB URL, found {redacted(value)!r}'
+        if given:
+            raise at.key("coordination").error(message)
+        raise ConfigError(f"GPO_REDIS_URL: {message}")
+    return value
 
 
 def with_simulator_url(config: RunConfig, url: str) -> RunConfig:

@@ -109,6 +109,8 @@ class RunTable(Table, frozen=True, kw_only=True):
     budget_tokens: NonNegativeInt | UnsetType = UNSET
     max_active_jobs: Count | UnsetType = UNSET
     call_workers: Count | UnsetType = UNSET
+    coordination: Text | UnsetType = UNSET  # "local" or "redis://HOST:PORT/DB" (GPO_REDIS_URL)
+    budget_scope: Text | UnsetType = UNSET  # the shared account the run's caps apply to
 
 
 class SimulatorTable(Table, frozen=True, kw_only=True):

@@ -439,10 +439,12 @@ class SharedAccounts:
             log.error("lock_lost", session=self.session, lock=name)
 
     async def _settle_batch(self, batch: list[tuple[str, int, int]]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for rid, pusd, tokens in batch:
-            await self._scripts["settle"]([self._reservations], [rid, pusd, tokens], client=pipe)
-        await pipe.execute()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for rid, pusd, tokens in batch:
+                await self._scripts["settle"](
+                    [self._reservations], [rid, pusd, tokens], client=pipe
+                )
+            await pipe.execute()
 
     async def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """One script call, tried again while Redis is away."""

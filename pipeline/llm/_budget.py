@@ -16,7 +16,7 @@ durable before :meth:`~Budget.acquire` returns, so a crash can never hide what w
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Protocol
@@ -89,6 +89,27 @@ class SpendLedger(Protocol):
         """Replace the open ``reservation`` by real spend (durable with the next commit)."""
 
 
+class SharedSpend(Protocol):
+    """Accounts shared with other processes (``pipeline.coord``, over Redis): the caps hold
+    across every process that reserves in them. Scopes are the budget's (``"run"``,
+    ``"job:NAME"``); the implementation names them for its store."""
+
+    async def reserve(
+        self, rid: str, holds: Sequence[tuple[str, int | None, int | None]], pusd: int, tokens: int
+    ) -> tuple[str, bool] | None:
+        """Hold ``pusd``/``tokens`` in every ``(scope, cap_pusd, cap_tokens)`` at once, or
+        nothing: None when held, else the refusing scope and whether reservations are open
+        there (they may settle for less)."""
+
+    def settle_soon(self, rid: str, pusd: int, tokens: int) -> None:
+        """Replace reservation ``rid`` by real spend (applied shortly; until then it counts in
+        full)."""
+
+
+SHARED_POLL_S = 0.05
+"""How often a reservation refused while others' are open (in any process) tries again."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountState:
     """Spent, reserved and remaining (None when uncapped) for one scope."""
@@ -109,6 +130,8 @@ class Budget:
     job_caps: Caps = field(default_factory=Caps)
     ledger: SpendLedger | None = None
     """Where reservations are written ahead and settlements recorded (None: memory only)."""
+    shared: SharedSpend | None = None
+    """Accounts shared with other processes, which then decide what fits (None: this one)."""
     _accounts: dict[str, _Account] = field(default_factory=dict)
     _open: dict[int, Reservation] = field(default_factory=dict)
     _ids: count[int] = field(default_factory=count)
@@ -142,6 +165,9 @@ class Budget:
         when it does not fit with none open there. Durable in the ledger before it returns."""
         pusd = math.ceil(usd * _PICO)
         scopes = _scopes(endpoint, job)
+        if self.shared is not None:
+            reservation = await self._acquire_shared(self.shared, scopes, pusd, tokens)
+            return await self._write_ahead(reservation)
         while (refused := self._refusing(scopes, pusd, tokens)) is not None:
             if (
                 not self._account(refused).reserved_pusd
@@ -150,7 +176,9 @@ class Budget:
                 raise BudgetExhausted(_refusal(refused, usd, tokens), scope=refused)
             self._settled = self._settled or anyio.Event()
             await self._settled.wait()
-        reservation = self._hold(scopes, pusd, tokens)
+        return await self._write_ahead(self._hold(scopes, pusd, tokens))
+
+    async def _write_ahead(self, reservation: Reservation) -> Reservation:
         if self.ledger is not None:
             try:
                 await self.ledger.opened(reservation)
@@ -159,6 +187,39 @@ class Budget:
                 raise
         return reservation
 
+    async def _acquire_shared(
+        self, shared: SharedSpend, scopes: tuple[str, ...], pusd: int, tokens: int
+    ) -> Reservation:
+        """Reserve in the shared accounts (the caps of every process's spend), waiting while
+        reservations are open where it does not fit; held here too, for this process's view."""
+        holds = [
+            (s, self._account(s).cap_pusd, self._account(s).cap_tokens)
+            for s in scopes
+            if not s.startswith("endpoint:")
+        ]
+        rid = next(self._ids)
+        while True:
+            refused = self._refused_here(scopes, pusd, tokens)
+            if refused is None:
+                refused = await shared.reserve(str(rid), holds, pusd, tokens)
+            if refused is None:
+                return self._hold(scopes, pusd, tokens, rid)
+            scope, others_open = refused
+            if not others_open:
+                raise BudgetExhausted(_refusal(scope, pusd / _PICO, tokens), scope=scope)
+            await anyio.sleep(SHARED_POLL_S)
+
+    def _refused_here(
+        self, scopes: tuple[str, ...], pusd: int, tokens: int
+    ) -> tuple[str, bool] | None:
+        """What this process's own accounts refuse (they hold what its ledger says was spent,
+        which a shared store that lost its data would not)."""
+        scope = self._refusing(scopes, pusd, tokens)
+        if scope is None:
+            return None
+        account = self._account(scope)
+        return scope, bool(account.reserved_pusd or account.reserved_tokens)
+
     def usd_capped(self, endpoint: str, job: str | None = None) -> bool:
         """Whether a USD cap applies to a call of ``job`` on ``endpoint``."""
         return any(self._account(s).cap_pusd is not None for s in _scopes(endpoint, job))
@@ -166,8 +227,10 @@ class Budget:
     def _refusing(self, scopes: tuple[str, ...], pusd: int, tokens: int) -> str | None:
         return next((s for s in scopes if not self._account(s).fits(pusd, tokens)), None)
 
-    def _hold(self, scopes: tuple[str, ...], pusd: int, tokens: int) -> Reservation:
-        reservation = Reservation(next(self._ids), scopes, pusd, tokens)
+    def _hold(
+        self, scopes: tuple[str, ...], pusd: int, tokens: int, rid: int | None = None
+    ) -> Reservation:
+        reservation = Reservation(next(self._ids) if rid is None else rid, scopes, pusd, tokens)
         for scope in scopes:
             self._accounts[scope].hold(pusd, tokens, +1)
         self._open[reservation.id] = reservation
@@ -184,6 +247,8 @@ class Budget:
             account.spend(pusd, tokens)
         if self.ledger is not None:
             self.ledger.settled(reservation, pusd, tokens)
+        if self.shared is not None:
+            self.shared.settle_soon(str(reservation.id), pusd, tokens)
         if self._settled is not None:
             self._settled.set()
             self._settled = None

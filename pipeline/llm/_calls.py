@@ -31,7 +31,7 @@ from pipeline.errors import (
 from pipeline.llm._budget import Budget, Reservation
 from pipeline.llm._cache import ResponseCache
 from pipeline.llm._endpoint import EndpointConfig
-from pipeline.llm._limits import EndpointLimiter
+from pipeline.llm._limits import EndpointLimiter, SharedLimits
 from pipeline.llm._pricing import FREE, batch_price
 from pipeline.llm._retry import ReadTimeout, delay_s
 from pipeline.llm._stats import StatsRecorder
@@ -95,6 +95,7 @@ class Endpoint:
         transport: Transport,
         clock: Clock,
         timeout: ReadTimeout | None = None,
+        shared_limits: SharedLimits | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -111,6 +112,7 @@ class Endpoint:
             max_in_flight=config.max_in_flight,
             clock=clock,
             max_pause_s=config.retry.retry_after_cap_s,
+            shared=shared_limits,
         )
 
     def refuse_n(self, asked: int, exc: LLMError) -> None:

@@ -14,10 +14,11 @@ import dataclasses
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
-import anyio
 import orjson
 
+from pipeline._background import background_tasks
 from pipeline._log import get_logger
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import (
@@ -45,7 +46,7 @@ from pipeline.llm._limits import EndpointLimiter
 from pipeline.llm._pricing import Price
 from pipeline.llm._retry import ReadTimeout
 from pipeline.llm._samples import chat_identity, decode_choice, encode_choice, sample_seed
-from pipeline.llm._singleflight import SingleFlight
+from pipeline.llm._singleflight import CrossFlights, SingleFlight
 from pipeline.llm._stats import EndpointStatistics
 from pipeline.llm._tokens import max_input_tokens, max_text_tokens, typical_input_tokens
 from pipeline.llm._values import (
@@ -61,7 +62,12 @@ from pipeline.llm._values import (
 from pipeline.llm.batch import BatchLog, BatchRoutes, MemoryBatchLog
 from pipeline.llm.transports._protocol import Transport
 
+if TYPE_CHECKING:
+    from pipeline.coord._open import Coordination
+
 log = get_logger("gpo.gateway")
+FLIGHT_WAIT_S = 600.0
+"""How long a call waits for another process's flight before it asks whether it still runs."""
 EMBED_BATCH = 256  # inputs per embeddings request
 
 
@@ -77,8 +83,11 @@ class Gateway:
         cache: ResponseCache,
         clock: Clock,
         rng: random.Random,
+        flights: CrossFlights | None = None,
     ) -> None:
         self._endpoints = dict(endpoints)
+        self._cache = cache
+        self._flights = flights
         self.budget = budget
         self._clock = clock
         self._sender = Sender(budget=budget, cache=cache, clock=clock, rng=rng)
@@ -257,12 +266,63 @@ class Gateway:
         start = self._clock.now()
         keys = [sample_key(digest, i) for i in range(req.n)]
         await self.batches.adoptions(keys)
-        found = await self._sender.lookup(keys)
-        choices: list[Choice | None] = [decode_choice(found.get(k)) for k in keys]
+        choices: list[Choice | None] = [None] * req.n
+        _fill_found(keys, choices, await self._sender.lookup(keys))
         tally = Tally()
-        missing = [i for i, c in enumerate(choices) if c is None]
-        if not missing:
+        if None not in choices:
             ep.stats.cache_hits += 1
+        elif self._flights is None:
+            await self._fill(ep, req, keys, choices, job, tally, deferrable)
+        else:
+            await self._fill_once(ep, req, digest, keys, choices, job, tally, deferrable)
+        return Completion(
+            choices=tuple(c for c in choices if c is not None),
+            usage=tally.usage,
+            cost_usd=tally.cost_usd,
+            latency_s=self._clock.now() - start,
+            attempts=tally.attempts,
+            requests=tally.requests,
+            cached=tally.requests == 0,
+            model=req.model,
+        )
+
+    async def _fill_once(
+        self,
+        ep: Endpoint,
+        req: ChatRequest,
+        digest: str,
+        keys: list[str],
+        choices: list[Choice | None],
+        job: str | None,
+        tally: Tally,
+        deferrable: bool,
+    ) -> None:
+        """:meth:`_fill` in one process at a time (with coordination): a process that finds the
+        request in flight elsewhere waits for that flight's answers in the shared cache."""
+        assert self._flights is not None
+        flight = sample_key(digest, -req.n)
+        while None in choices:
+            async with self._flights.flight(flight) as owned:
+                if owned:  # answers written since the lookup are not paid for again
+                    _fill_found(keys, choices, await self._sender.lookup(keys))
+                    await self._fill(ep, req, keys, choices, job, tally, deferrable)
+                    return
+            answers = await self._flights.wait(flight, keys, self._cache, timeout_s=FLIGHT_WAIT_S)
+            _fill_found(keys, choices, answers)
+        ep.stats.cache_hits += 1
+
+    async def _fill(
+        self,
+        ep: Endpoint,
+        req: ChatRequest,
+        keys: list[str],
+        choices: list[Choice | None],
+        job: str | None,
+        tally: Tally,
+        deferrable: bool,
+    ) -> None:
+        """Fill the missing ``choices`` from the endpoint (realtime, or its batches)."""
+        missing = [i for i, c in enumerate(choices) if c is None]
         while missing:
             batcher = self.batches.batcher(ep, deferrable)
             if batcher is not None:
@@ -280,16 +340,6 @@ class Gateway:
             for i, choice in got.items():
                 choices[i] = choice
             missing = [i for i in missing if choices[i] is None]
-        return Completion(
-            choices=tuple(c for c in choices if c is not None),
-            usage=tally.usage,
-            cost_usd=tally.cost_usd,
-            latency_s=self._clock.now() - start,
-            attempts=tally.attempts,
-            requests=tally.requests,
-            cached=tally.requests == 0,
-            model=req.model,
-        )
 
     async def _fetch(
         self,
@@ -346,6 +396,12 @@ class Gateway:
             raise ConfigError(f"unknown endpoint {name!r} (configured: {known})") from None
 
 
+def _fill_found(keys: list[str], choices: list[Choice | None], found: Mapping[str, bytes]) -> None:
+    for i, key in enumerate(keys):
+        if choices[i] is None:
+            choices[i] = decode_choice(found.get(key))
+
+
 @asynccontextmanager
 async def open_gateway(
     endpoints: Sequence[EndpointConfig],
@@ -356,10 +412,14 @@ async def open_gateway(
     rng: random.Random | None = None,
     transports: Mapping[str, Transport] | None = None,
     batch_log: BatchLog | None = None,
+    coordination: Coordination | None = None,
 ) -> AsyncIterator[Gateway]:
     """Open every endpoint's transport (HTTP unless given in ``transports``); close them on exit.
     ``batch_log``: where provider batches are journaled (a run directory's ``batches.sqlite``;
-    default: memory, which a new session cannot resume); its unfinished batches are adopted."""
+    default: memory, which a new session cannot resume); its unfinished batches are adopted.
+    ``coordination`` (:func:`pipeline.coord.open_coordination`): the rate limits, the budget's
+    caps, the cache (unless ``cache`` is given) and single-flight are shared with every process
+    on the same Redis."""
     names = [e.name for e in endpoints]
     if len(set(names)) != len(names):
         raise ConfigError(f"endpoint names must be unique, found {names}")
@@ -371,28 +431,26 @@ async def open_gateway(
             given = (transports or {}).get(config.name)
             transport = given or await _open_http(config, timeout)
             stack.push_async_callback(transport.aclose)
-            runtime[config.name] = Endpoint(config, transport, clock, timeout)
+            shared = coordination.limits(config) if coordination is not None else None
+            runtime[config.name] = Endpoint(config, transport, clock, timeout, shared)
         budget = budget if budget is not None else Budget()
+        if coordination is not None and budget.shared is None:
+            budget.shared = coordination.budget()
+        if cache is None:
+            cache = coordination.cache if coordination is not None else MemoryCache()
         check_prices(runtime.values(), budget)
         gateway = Gateway(
             runtime,
             budget=budget,
-            cache=cache if cache is not None else MemoryCache(),
+            cache=cache,
             clock=clock,
             rng=rng or random.Random(),
+            flights=coordination.flights if coordination is not None else None,
         )
         gateway.batches.add(batch_log or MemoryBatchLog())
-        failure: BaseException | None = None
-        async with anyio.create_task_group() as tg:
+        async with background_tasks() as tg:
             gateway.batches.start(tg)
-            try:
-                yield gateway
-            except BaseException as exc:  # raised as is below, not in an exception group
-                failure = exc
-            finally:
-                tg.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
+            yield gateway
 
 
 async def _open_http(config: EndpointConfig, read: ReadTimeout) -> Transport:

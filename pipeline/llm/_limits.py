@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 from aiolimiter import AsyncLimiter
@@ -62,6 +63,23 @@ class RequestLimiter:
         """The server says only ``remaining`` requests are left: a new limiter starts full, so
         the next request also takes what the server no longer has, less the margin."""
         self._debt = max(0.0, self.capacity - (remaining - self.margin))
+
+
+class SharedLimits(Protocol):
+    """An endpoint's requests/min and tokens/min buckets and pause, shared with every process
+    that uses the same account (``pipeline.coord``, over Redis). Its methods that return
+    nothing apply shortly, in the background."""
+
+    async def admit(self, tokens: int) -> None:
+        """Return once no pause holds and the shared buckets paid 1 request and ``tokens``."""
+
+    def refund_soon(self, tokens: int) -> None: ...
+
+    def pause_soon(self, seconds: float) -> None: ...
+
+    def learn_soon(self, rpm: float | None, tpm: float | None) -> None: ...
+
+    def tighten_soon(self, remaining_tokens: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +132,10 @@ class EndpointLimiter:
         clock: Clock,
         burst_s: float = 1.0,
         max_pause_s: float = 120.0,
+        shared: SharedLimits | None = None,
     ) -> None:
         self._clock = clock
+        self._shared = shared
         self._burst_s = burst_s
         self._max_pause_s = max_pause_s
         self._fifo = anyio.Lock(fast_acquire=True)
@@ -136,13 +156,19 @@ class EndpointLimiter:
         async with self._slots, self._probe:
             async with self._fifo:
                 await self._wait_pause()
-                if self._rpm is not None:
-                    await self._rpm.acquire()
-                if self._tpm is not None:
-                    await self._take_tokens(self._tpm, tokens)
+                if self._shared is not None:
+                    await self._shared.admit(tokens)
+                else:
+                    await self._take_rates(tokens)
                 await self._wait_pause()  # a 429 may have paused the endpoint meanwhile
             await self._open.wait()
             yield
+
+    async def _take_rates(self, tokens: int) -> None:
+        if self._rpm is not None:
+            await self._rpm.acquire()
+        if self._tpm is not None:
+            await self._take_tokens(self._tpm, tokens)
 
     def hold(self) -> None:
         """Send nothing more: new requests wait here until cancelled (a graceful stop lets the
@@ -151,7 +177,9 @@ class EndpointLimiter:
 
     def settle_tokens(self, reserved: int, used: int) -> None:
         """Give back what a request reserved but did not use."""
-        if self._tpm is not None and used < reserved:
+        if self._shared is not None and used < reserved:
+            self._shared.refund_soon(reserved - used)
+        elif self._tpm is not None and used < reserved:
             self._tpm.refund(reserved - used)
 
     def pause(self, seconds: float, *, reason: str) -> None:
@@ -161,6 +189,8 @@ class EndpointLimiter:
         if until > self._paused_until:
             self._paused_until = until
             self.pauses += 1
+            if self._shared is not None:
+                self._shared.pause_soon(seconds)
 
     def observe(self, info: RateLimitInfo) -> None:
         """Learn and tighten limits from a response's rate-limit headers."""
@@ -172,6 +202,8 @@ class EndpointLimiter:
             self.pause(self._one_request_refill(info), reason="no_requests_remaining")
         if self._tpm is not None and info.remaining_tokens is not None:
             self._tpm.tighten(info.remaining_tokens)
+            if self._shared is not None:
+                self._shared.tighten_soon(info.remaining_tokens)
 
     def state(self) -> LimitState:
         return LimitState(
@@ -188,12 +220,16 @@ class EndpointLimiter:
         if limit_rpm and (self._rpm is None or limit_rpm < self._rpm.per_minute):
             log.info("rate_limit_learned", kind="requests", per_minute=limit_rpm)
             self._rpm = self._new_request_limiter(limit_rpm)
+            if self._shared is not None:
+                self._shared.learn_soon(limit_rpm, None)
             if info.remaining_requests is not None:
                 # a new bucket starts full; the server's is as empty as it says
                 self._rpm.tighten(info.remaining_requests)
         if limit_tpm and (self._tpm is None or limit_tpm < self._tpm.per_minute):
             log.info("rate_limit_learned", kind="tokens", per_minute=limit_tpm)
             self._tpm = self._new_bucket(limit_tpm)
+            if self._shared is not None:
+                self._shared.learn_soon(None, limit_tpm)
 
     def _one_request_refill(self, info: RateLimitInfo) -> float:
         per_request = 60.0 / info.limit_requests if info.limit_requests else 1.0

@@ -1,14 +1,19 @@
-"""Single-flight: identical requests in flight at the same time are sent once."""
+"""Single-flight: identical requests in flight at the same time are sent once (in this process:
+:class:`SingleFlight`; across processes, with coordination: a :class:`CrossFlights`)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import anyio
 
 from pipeline.errors import LLMError
+
+if TYPE_CHECKING:
+    from pipeline.llm._cache import ResponseCache
 
 T = TypeVar("T")
 
@@ -56,3 +61,16 @@ class SingleFlight(Generic[T]):
         finally:
             del self._flights[key]
             flight.done.set()
+
+
+class CrossFlights(Protocol):
+    """Single-flight across processes (``pipeline.coord``, over Redis)."""
+
+    def flight(self, key: str) -> AbstractAsyncContextManager[bool]:
+        """Claim ``key`` for as long as the block runs: whether this process owns it."""
+
+    async def wait(
+        self, key: str, cache_keys: list[str], cache: ResponseCache, *, timeout_s: float
+    ) -> dict[str, bytes]:
+        """Once another process's flight of ``key`` ended (or ``timeout_s``), what ``cache``
+        holds of ``cache_keys``."""
