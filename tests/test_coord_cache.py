@@ -6,6 +6,7 @@ callers sent the (simulated) paid request.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -266,3 +267,24 @@ async def test_a_redis_restart_loses_nothing_written(
         await anyio.to_thread.run_sync(redis_server.start)
         assert await other.cache.get_many([*items, "missing"]) == items
         assert not await other.flights.claim("r")  # the flight and its lease survived too
+
+
+async def test_many_concurrent_commands_wait_for_a_connection_instead_of_failing(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A gateway has hundreds of requests in flight, each with cache and flight commands: more
+    # than a client's connections. They must queue for a connection, not fail with "Too many
+    # connections" (what redis-py's default pool does past 100).
+    async with processes(redis_url, 1) as (proc,):
+        await proc.cache.put_many({"k": b"v"})
+        found: list[dict[str, bytes]] = []
+
+        async def look() -> None:
+            found.append(await proc.cache.get_many(["k"]))
+
+        with caplog.at_level(logging.WARNING, logger="gpo"):
+            async with anyio.create_task_group() as tg:
+                for _ in range(400):
+                    tg.start_soon(look)
+    assert found == [{"k": b"v"}] * 400
+    assert "redis_unreachable" not in caplog.text

@@ -34,6 +34,10 @@ T = TypeVar("T")
 
 PATIENCE_S = 30.0
 """How long a shared piece waits for Redis to come back before the run stops cleanly."""
+CONNECTIONS = 128
+"""A process's connections to Redis; more concurrent commands wait for one (a gateway has
+hundreds of requests in flight, each with a few commands, and each command holds a connection
+for a round trip)."""
 
 
 class CoordinationError(StorageError):
@@ -90,15 +94,23 @@ async def retrying(
 
 @asynccontextmanager
 async def open_redis(url: str) -> AsyncIterator[Redis]:
-    """A client of the Redis at ``url``, checked with a PING; closed on exit."""
+    """A client of the Redis at ``url``, checked with a PING; closed on exit. Its pool blocks
+    when all its connections are busy (redis-py's default pool fails past 100 instead)."""
     try:
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
     except ImportError:
         raise ConfigError(
             "coordination over Redis needs the redis package: pip install 'gpo[redis]'"
         ) from None
     try:
-        client = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=CONNECTIONS,
+            timeout=PATIENCE_S,
+            socket_connect_timeout=5,
+            socket_timeout=30,
+        )
+        client = Redis.from_pool(pool)  # owns the pool: closing the client closes it
     except ValueError as exc:
         raise ConfigError(f"coordination URL {redacted(url)!r} is not valid: {exc}") from None
     try:
