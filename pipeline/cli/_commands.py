@@ -1,9 +1,11 @@
-"""The ``run``, ``estimate``, ``report`` and ``config schema`` subcommands of ``gpo``."""
+"""The ``run``, ``worker``, ``compare``, ``estimate``, ``report`` and ``config schema``
+subcommands of ``gpo``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from pipeline.cli._compare import parse_presets
@@ -25,6 +27,14 @@ interrupted ones from the response cache, and no paid call is made twice.
 exit codes: 0 finished, 1 a job failed or another error, 2 bad input (nothing spent),
 3 stopped by a budget cap (best-so-far saved), 4 storage fault (fix it, then run again to
 resume), 130 interrupted (resumable)
+"""
+
+_WORKER_EXAMPLES = """examples:
+  gpo worker redis://10.0.0.5:6379/0                join the open run
+  gpo worker redis://10.0.0.5:6379/0 --run RUN_ID   join that run
+
+Exit codes: 0 the run is done (or no job was left), 2 bad input (no run to join, Redis
+unreachable, a config that does not load here), 4 Redis lost for longer than 30 s.
 """
 
 _COMPARE_EXAMPLES = """examples:
@@ -69,7 +79,43 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="on Ctrl-C, also cancel the provider batches still running (default: leave them "
         "running; the next run of the same run directory adopts their answers)",
     )
+    run.add_argument(
+        "--workers",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="distribute the jobs over N local worker processes (and any `gpo worker` that "
+        "joins); needs [run] coordination or GPO_REDIS_URL (see README: Beyond one process)",
+    )
+    run.add_argument(
+        "--reclaim-s",
+        type=_positive,
+        default=30.0,
+        metavar="S",
+        help="with --workers: a job whose worker has not renewed it for S seconds is taken "
+        "over by another worker (default 30)",
+    )
     run.set_defaults(handler=_run)
+    worker = sub.add_parser(
+        "worker",
+        help="work on a distributed run (gpo run --workers) from this machine",
+        description="Join a distributed run published in Redis and work on its jobs until it "
+        "is done. The run's config and data files must be at the same paths here.",
+        epilog=_WORKER_EXAMPLES,
+        formatter_class=fmt,
+    )
+    worker.add_argument("redis_url", help="the run's Redis, e.g. redis://host:6379/0")
+    worker.add_argument(
+        "--run", default=None, help="the run's id (default: the first run open for workers)"
+    )
+    worker.add_argument(
+        "--reclaim-s",
+        type=_positive,
+        default=30.0,
+        help="take over a job whose worker has not renewed it for this long (default 30)",
+    )
+    worker.add_argument("--name", default=None, help="this worker's name (default: host-pid)")
+    worker.set_defaults(handler=_worker)
     compare = sub.add_parser(
         "compare",
         help="is optimizing worth it? the config's jobs under several presets and seeds",
@@ -176,7 +222,27 @@ async def _run(args: argparse.Namespace) -> int:
         args.config, run_dir=args.run_dir, budget_usd=args.budget_usd, json=args.json
     )
     session.cancel_batches = args.cancel_batches
+    session.workers = args.workers
+    session.reclaim_s = args.reclaim_s
     return await run_session(session)
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    from pipeline.dist._worker import work
+
+    ended = await work(args.redis_url, run=args.run, reclaim_s=args.reclaim_s, name=args.name)
+    print(f"worker done: {ended} jobs ended here", file=sys.stderr)
+    return 0
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, found {text}")
+    return value
 
 
 def _positive(text: str) -> float:

@@ -95,6 +95,10 @@ class Session:
     """Set for ``gpo compare``: the plan, the configured jobs' names, requests per job."""
     cancel_batches: bool = False
     """``gpo run --cancel-batches``: a stop also cancels the provider batches still open."""
+    workers: int | None = None
+    """``gpo run --workers N``: the jobs are done by worker processes (``pipeline.dist``)."""
+    reclaim_s: float = 30.0
+    """With workers: a job not renewed for this long is taken over by another worker."""
 
 
 def open_session(
@@ -174,6 +178,12 @@ async def _run(session: Session) -> int:
     rundir = session.rundir
     async with _simulated(session.config) as config:
         history, other = read_journal(rundir.journal)
+        if session.workers is not None:
+            failure = await _distribute(session, config, history)
+            if failure is not None:
+                print(f"error: {failure}", file=sys.stderr)
+                return EXIT_ERROR
+            history, other = read_journal(rundir.journal)
         session.previous = previous_totals(other)
         async with (
             _coordinated(config, rundir.run_id) as coordination,
@@ -196,6 +206,31 @@ async def _run(session: Session) -> int:
             ) as gw:
                 await _preflight(gw, config)
                 return await _optimize(session, config, gw, cache, history)
+
+
+async def _distribute(session: Session, config: RunConfig, history: dict[str, Any]) -> str | None:
+    """The jobs not yet ended, done by workers; then the run goes on as a resumed run whose jobs
+    have ended (nothing is sent). Interrupted: only the jobs that ended are reported. Why the
+    workers failed, if they did."""
+    from pipeline.dist._coordinator import distribute, worker_logs
+
+    simulated = [e.base_url for e in config.endpoints if e.name in config.simulated]
+    assert session.workers is not None
+    outcome = await distribute(
+        session,
+        config,
+        history,
+        workers=session.workers,
+        reclaim_s=session.reclaim_s,
+        simulator_url=simulated[0] if simulated else None,
+    )
+    if outcome.failure is not None:
+        return f"{outcome.failure}\n{worker_logs(session.rundir.path)}"
+    if outcome.interrupted:
+        session.interrupted = True
+        done = set(outcome.ended) | {n for n, h in history.items() if h.status is not None}
+        session.jobs = [j for j in session.jobs if j.name in done]
+    return None
 
 
 def storage_fault_in(exc: BaseException) -> StorageError | None:
@@ -283,7 +318,10 @@ async def _optimize(
     if result is None:  # interrupted: what the run did so far
         wall_s = time.monotonic() - session.started_mono
         result = RunResult(jobs=run.job_results(), totals=run_totals(gateway, wall_s=wall_s))
-    result = dataclasses.replace(result, totals=session.previous + result.totals)
+    totals = session.previous + result.totals
+    if session.workers is not None:  # the workers' time is this session's
+        totals = dataclasses.replace(totals, wall_s=time.monotonic() - session.started_mono)
+    result = dataclasses.replace(result, totals=totals)
     _write_outputs(session, gateway, result, status)
     _print_summary(session, gateway, result)
     return _exit_code(status, result.jobs)
@@ -318,7 +356,7 @@ async def _show(session: Session, run: OptimizerRun, gateway: Gateway) -> None:
         run.events(),
         totals,
         total_jobs=len(session.jobs),
-        mode=choose_mode(sys.stderr, json=session.json),
+        mode="off" if session.workers is not None else choose_mode(sys.stderr, json=session.json),
         cap_usd=session.config.budget.usd,
         job_cost=lambda job: budget.state(f"job:{job}").spent_usd,
     )

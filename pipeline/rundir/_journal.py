@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -48,7 +48,7 @@ class Journal:
 
     def __init__(
         self,
-        file: IO[bytes],
+        file: IO[bytes] | None,
         *,
         path: Path | None = None,
         on_fault: Callable[[StorageError], None] | None = None,
@@ -77,11 +77,15 @@ class Journal:
             if not lines or self.fault is not None:
                 return
             try:
-                await anyio.to_thread.run_sync(self._write, lines, limiter=self._limiter)
+                await self._commit(lines)
             except StorageError as fault:
                 self.fault = fault
                 if self.on_fault is not None:
                     self.on_fault(fault)
+
+    async def _commit(self, lines: list[bytes]) -> None:
+        """Make ``lines`` durable (a file here: written and fsynced in a worker thread)."""
+        await anyio.to_thread.run_sync(self._write, lines, limiter=self._limiter)
 
     async def serve(self) -> None:
         """Commit appended lines as they come, until cancelled."""
@@ -108,6 +112,7 @@ class Journal:
         self.append({"event": "ended", "job": job, "status": status, "error": error})
 
     def _write(self, lines: list[bytes]) -> None:
+        assert self._file is not None, "a journal without a file commits elsewhere"
         data = memoryview(b"".join(lines))
         try:
             while data:
@@ -183,9 +188,16 @@ def _tally(tally: Tally) -> dict[str, int]:
 
 def read_journal(path: Path) -> tuple[dict[str, JobHistory], list[dict[str, Any]]]:
     """Every job's history, and the other events (``stats``, ``run_started``, ...) in order."""
+    return read_events(_lines(path))
+
+
+def read_events(
+    events: Iterable[dict[str, Any]],
+) -> tuple[dict[str, JobHistory], list[dict[str, Any]]]:
+    """:func:`read_journal` of events read from elsewhere (a distributed run's Redis list)."""
     jobs: dict[str, JobHistory] = {}
     other: list[dict[str, Any]] = []
-    for event in _lines(path):
+    for event in events:
         job = event.get("job")
         if isinstance(job, str):
             _apply(jobs.setdefault(job, JobHistory()), event)
@@ -195,9 +207,13 @@ def read_journal(path: Path) -> tuple[dict[str, JobHistory], list[dict[str, Any]
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
-    if not path.exists():
-        return
-    for raw in path.read_bytes().splitlines():
+    if path.exists():
+        yield from parse_lines(path.read_bytes().splitlines())
+
+
+def parse_lines(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The events of journal lines; a torn line is skipped."""
+    for raw in lines:
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -211,7 +227,10 @@ def _apply(history: JobHistory, event: dict[str, Any]) -> None:
     if kind == "initial":
         history.initial = _read_evaluated(event)
     elif kind == "step":
-        history.steps.append((_read_record(event["record"]), _read_evaluated(event["selected"])))
+        record = _read_record(event["record"])
+        if history.steps and record.step <= history.steps[-1][0].step:
+            return  # written twice: by a worker whose job another one had taken over
+        history.steps.append((record, _read_evaluated(event["selected"])))
     elif kind == "tested":
         history.test_scores = {str(k): float(v) for k, v in event["scores"].items()}
         history.test_tally = _read_tally(event)
